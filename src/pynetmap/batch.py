@@ -1,0 +1,149 @@
+"""The batch API: many slots per Python call.
+
+A :class:`SlotBatch` names ``count`` consecutive slots of a ring starting at
+``start`` (wrapping around the end), as one or two slices.  Its methods read
+or write the slots' fields and buffers with a fixed number of NumPy
+operations whatever ``count`` is.  Nothing here moves ``head``: call
+``ring.advance(batch.count)`` (alias ``commit`` / ``release``) when done.
+
+:func:`swap` moves packets from an RX ring to a TX ring of the same memory
+region by exchanging buffer indices: zero copy, as netmap's ``bridge``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .constants import NS_BUF_CHANGED, NS_MOREFRAG
+from .kring import distance
+
+if TYPE_CHECKING:
+    from .ring import Ring
+
+
+class SlotBatch:
+    """``count`` slots of ``ring`` from ``start``, wrap-around included."""
+
+    __slots__ = ("ring", "start", "count", "spans")
+
+    def __init__(self, ring: Ring, start: int, count: int) -> None:
+        self.ring = ring
+        self.start = start
+        self.count = count
+        end = start + count
+        n = ring.num_slots
+        self.spans = (slice(start, end),) if end <= n else (slice(start, n), slice(0, end - n))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _get(self, field: np.ndarray) -> np.ndarray:
+        if len(self.spans) == 1:
+            return field[self.spans[0]]
+        return np.concatenate([field[s] for s in self.spans])
+
+    def _set(self, field: np.ndarray, value: np.ndarray | int) -> None:
+        if np.ndim(value) == 0 or len(self.spans) == 1:
+            for s in self.spans:
+                field[s] = value
+            return
+        first = self.spans[0].stop - self.spans[0].start
+        field[self.spans[0]] = value[:first]
+        field[self.spans[1]] = value[first:]
+
+    @property
+    def buf_idx(self) -> np.ndarray:
+        """Buffer indices (a view when the batch does not wrap, else a copy)."""
+        return self._get(self.ring.slot_buf_idx)
+
+    @buf_idx.setter
+    def buf_idx(self, v: np.ndarray) -> None:
+        self._set(self.ring.slot_buf_idx, v)
+
+    @property
+    def len(self) -> np.ndarray:
+        return self._get(self.ring.slot_len)
+
+    @len.setter
+    def len(self, v: np.ndarray | int) -> None:
+        self._set(self.ring.slot_len, v)
+
+    @property
+    def flags(self) -> np.ndarray:
+        return self._get(self.ring.slot_flags)
+
+    @flags.setter
+    def flags(self, v: np.ndarray | int) -> None:
+        self._set(self.ring.slot_flags, v)
+
+    def set_len(self, v: np.ndarray | int) -> None:
+        self.len = v
+
+    def set_flags(self, v: np.ndarray | int) -> None:
+        self.flags = v
+
+    def fill(self, frame: bytes | np.ndarray) -> None:
+        """Write one template frame into every buffer of the batch and set lengths."""
+        f = np.frombuffer(frame, np.uint8) if isinstance(frame, (bytes, bytearray)) else frame
+        self.ring.bufs[self.buf_idx, : len(f)] = f
+        self.len = len(f)
+
+    def write(self, frames: np.ndarray | list[bytes], lens: np.ndarray | None = None) -> None:
+        """Copy frames (2-D uint8 array rows, or bytes) into the batch's buffers."""
+        if isinstance(frames, np.ndarray):
+            w = frames.shape[1]
+            self.ring.bufs[self.buf_idx, :w] = frames[: self.count]
+            self.len = w if lens is None else lens
+            return
+        idx = self.buf_idx
+        bufs = self.ring.bufs
+        out = np.empty(self.count, np.uint16)
+        for i, fr in enumerate(frames[: self.count]):  # convenience path, not a hot loop
+            bufs[idx[i], : len(fr)] = np.frombuffer(fr, np.uint8)
+            out[i] = len(fr)
+        self.len = out
+
+    def to_array(self, width: int | None = None) -> np.ndarray:
+        """The batch's packet bytes as a 2-D array (``width`` columns, default max len)."""
+        lens = self.len
+        w = int(lens.max()) if width is None and self.count else (width or 0)
+        return self.ring.bufs[self.buf_idx, :w]
+
+    def frames(self) -> list[bytes]:
+        """The packets as bytes objects (one per slot; for convenience and tests)."""
+        bufs, idx, lens = self.ring.bufs, self.buf_idx, self.len
+        return [bufs[idx[i], : lens[i]].tobytes() for i in range(self.count)]
+
+
+def swap(rx: Ring, tx: Ring, limit: int | None = None) -> int:
+    """Move up to ``limit`` packets from ``rx`` to ``tx`` by swapping buffers.
+
+    Both rings must live in the same memory region.  Lengths and the
+    ``NS_MOREFRAG`` bit travel with the buffer; both slots get
+    ``NS_BUF_CHANGED``; both heads advance.  Returns the number of slots
+    moved.  At most three slice pairs are touched, however the two rings
+    wrap.
+    """
+    if rx.region is not tx.region:
+        raise ValueError("swap needs two rings of the same memory region (zero copy)")
+    count = min(distance(rx.head, rx.tail, rx.num_slots), distance(tx.head, tx.tail, tx.num_slots))
+    if limit is not None:
+        count = min(count, limit)
+    a, b, done = rx.head, tx.head, 0
+    while done < count:
+        m = min(count - done, rx.num_slots - a, tx.num_slots - b)
+        rs, ts = slice(a, a + m), slice(b, b + m)
+        rbi = rx.slot_buf_idx[rs].copy()
+        rx.slot_buf_idx[rs] = tx.slot_buf_idx[ts]
+        tx.slot_buf_idx[ts] = rbi
+        tx.slot_len[ts] = rx.slot_len[rs]
+        tx.slot_flags[ts] = (rx.slot_flags[rs] & NS_MOREFRAG) | NS_BUF_CHANGED
+        rx.slot_flags[rs] |= NS_BUF_CHANGED
+        done += m
+        a = (a + m) % rx.num_slots
+        b = (b + m) % tx.num_slots
+    rx.advance(count)
+    tx.advance(count)
+    return count
