@@ -95,6 +95,16 @@ def open(name: str, **conf: int) -> Port:  # noqa: A001 - netmap's verb
                       "supported yet; pipes are)")
 
 
+def open_null(mem_id: int, name: str = "null", **conf: int) -> Port:
+    """netmap's null port (``NR_REG_NULL``): rings in region ``mem_id``, syncs do nothing.
+
+    Keyword arguments: ``tx_rings``, ``rx_rings``, ``tx_slots``, ``rx_slots``.
+    """
+    from .adapters.null import open_null as _open_null
+
+    return _open_null(mem_id, name, **conf)
+
+
 def _shared_mem_id(spec: PortSpec) -> int:
     """``@share=port``: the memory region of another, already open, port."""
     share = spec.options.get("share")
@@ -115,6 +125,6 @@ def _shared_mem_id(spec: PortSpec) -> int:
 
 
 __all__ = [
-    "open", "Port", "Ring", "SlotBatch", "swap", "parse", "PortSpec", "PortNameError",
+    "open", "open_null", "Port", "Ring", "SlotBatch", "swap", "parse", "PortSpec", "PortNameError",
     "NetmapError", "PeerGoneError", "RingError", "POLLIN", "POLLOUT", "POLLERR", "POLLHUP",
 ]

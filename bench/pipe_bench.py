@@ -1,0 +1,139 @@
+"""Pipe throughput between two processes vs per-packet loopback UDP.
+
+One process sends 60-byte frames over ``netmap:bench{0`` with the batch
+API, another receives on ``netmap:bench}0``; the receiver counts what
+arrives during a fixed time.  Same run: two Python processes exchanging
+60-byte datagrams over loopback UDP with ``sendto``/``recvfrom`` per
+packet.  Prints a table and writes ``bench/results/pipe.json``.
+
+    python bench/pipe_bench.py [--seconds 2] [--batches 64,128,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import socket
+import sys
+import time
+import uuid
+
+from _common import table, write_json
+
+FRAME = 60
+
+
+def pipe_sender(name: str, batch: int, seconds: float, ready) -> None:
+    import pynetmap
+    from pynetmap import POLLOUT
+
+    with pynetmap.open(f"netmap:{name}{{0@conf:slots=4096") as port:
+        ring = port.tx_rings[0]
+        ring.reserve().fill(bytes(FRAME))  # the buffers hold the frame; resent as netmap does
+        ready.wait()
+        end = time.monotonic() + seconds + 1.0
+        while time.monotonic() < end:
+            b = ring.reserve(batch)
+            if not b.count:
+                port.poll(POLLOUT, 100)
+                continue
+            b.len = FRAME
+            ring.advance(b.count)
+            port.txsync()
+
+
+def pipe_receiver(name: str, seconds: float, ready, out) -> None:
+    import pynetmap
+    from pynetmap import POLLIN
+
+    with pynetmap.open(f"netmap:{name}}}0@conf:slots=4096") as port:
+        ring = port.rx_rings[0]
+        ready.set()
+        port.poll(POLLIN, 5000)  # first packet starts the clock
+        got, t0 = 0, time.monotonic()
+        end = t0 + seconds
+        while True:
+            port.rxsync()
+            n = ring.space()
+            if n:
+                ring.advance(n)
+                got += n
+            elif not port.poll(POLLIN, 200):
+                break
+            if time.monotonic() >= end:
+                break
+        out.put((got, time.monotonic() - t0))
+
+
+def run_pipe(batch: int, seconds: float) -> float:
+    ctx = mp.get_context("spawn")
+    name = "bench" + uuid.uuid4().hex[:8]
+    ready, out = ctx.Event(), ctx.Queue()
+    rx = ctx.Process(target=pipe_receiver, args=(name, seconds, ready, out))
+    tx = ctx.Process(target=pipe_sender, args=(name, batch, seconds, ready))
+    rx.start()
+    tx.start()
+    got, dt = out.get(timeout=seconds + 30)
+    rx.join(10)
+    tx.join(seconds + 10)
+    return got / dt / 1e6
+
+
+def udp_sender(port: int, seconds: float) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    payload = bytes(FRAME)
+    addr = ("127.0.0.1", port)
+    end = time.monotonic() + seconds + 0.5
+    n = 0
+    while True:
+        s.sendto(payload, addr)
+        n += 1
+        if not n & 1023 and time.monotonic() > end:
+            break
+
+
+def run_udp(seconds: float) -> float:
+    """Per-packet sendto/recvfrom between two processes, counted at the receiver."""
+    rs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    rs.bind(("127.0.0.1", 0))
+    ctx = mp.get_context("spawn")
+    tx = ctx.Process(target=udp_sender, args=(rs.getsockname()[1], seconds))
+    tx.start()
+    rs.settimeout(5)
+    rs.recvfrom(2048)
+    got, t0 = 0, time.monotonic()
+    end = t0 + seconds
+    while True:
+        rs.recvfrom(2048)
+        got += 1
+        if not got & 1023 and time.monotonic() > end:
+            break
+    dt = time.monotonic() - t0
+    tx.join(10)
+    rs.close()
+    return got / dt / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--batches", default="64,128,256,512,1024,2048")
+    a = ap.parse_args(argv)
+    udp = run_udp(a.seconds)
+    rows, results = [], []
+    for b in [int(x) for x in a.batches.split(",")]:
+        mpps = run_pipe(b, a.seconds)
+        rows.append([b, mpps, mpps / udp])
+        results.append({"batch": b, "mpps": mpps, "ratio_vs_udp": mpps / udp})
+    print(f"pynetmap pipe, 60-byte frames, two processes, {a.seconds:g} s per row; "
+          f"loopback UDP per-packet baseline: {udp:.3f} Mpps")
+    print(table(["batch", "pipe Mpps", "x UDP"], rows))
+    path = write_json("pipe", {"frame": FRAME, "seconds": a.seconds, "udp_mpps": udp,
+                               "pipe": results})
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

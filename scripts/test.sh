@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run them (what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+.venv/bin/ruff check src tests bench
+exec .venv/bin/python -m pytest -q "$@"
