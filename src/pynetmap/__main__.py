@@ -1,0 +1,56 @@
+"""``pynetmap TOOL ...``: one entry point for the tools.
+
+    pynetmap pkt-gen ARGS     netmap's traffic generator (also the ``pkt-gen`` command)
+    pynetmap list             regions and ports of this user
+    pynetmap clean            release what dead processes left behind
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def _list() -> int:
+    from . import liveness
+    from .registry import rundir, transaction
+
+    with transaction() as state:
+        print(f"registry: {rundir()}")
+        for mid, reg in sorted(state["regions"].items(), key=lambda x: int(x[0])):
+            print(f"region {mid}: shared memory {reg['shm']}")
+        for name, rec in sorted(state["ports"].items()):
+            opens = [f"{ep}:{o['pid']}{'' if liveness.alive(o['pid'], o['token']) else '(dead)'}"
+                     for ep in rec["endpoints"] for o in rec["endpoints"][ep]["opens"]]
+            print(f"  {rec['kind']} {name} (region {rec['mem_id']}): {' '.join(opens)}")
+    return 0
+
+
+def _clean() -> int:
+    from .registry import sweep, transaction
+
+    with transaction() as state:
+        n = sweep(state)
+    print(f"released {n} open(s) of dead processes")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    tool, rest = args[0], args[1:]
+    if tool == "pkt-gen":
+        from .apps.pktgen import main as pktgen
+
+        return pktgen(rest)
+    if tool == "list":
+        return _list()
+    if tool == "clean":
+        return _clean()
+    print(f"pynetmap: unknown tool {tool!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
