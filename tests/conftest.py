@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import netns
 import pytest
+
+# Every test run gets its own pynetmap registry, inherited by the processes
+# the tests spawn, so runs never see each other's (or a user's) ports.
+_RUNDIR = tempfile.mkdtemp(prefix="pynetmap-test-")
+os.environ["PYNETMAP_RUNDIR"] = _RUNDIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_registry() -> Iterator[None]:
+    """Release what the run left and remove its registry at the end."""
+    yield
+    from pynetmap.registry import transaction
+
+    with transaction() as state:
+        state["ports"].clear()  # collect() then unlinks every region of this run
+    shutil.rmtree(_RUNDIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,7 @@ from ..constants import (
     NS_MOREFRAG,
 )
 from ..errors import NetmapError
-from ..kring import K_HWCUR, K_HWTAIL, bad_slots, distance
+from ..kring import K_HWCUR, K_HWTAIL, bad_slots, distance, spans
 from ..names import PortSpec
 from ..port import Port, SlotError
 from ..registry import State, new_mem_id, on_release, release_open, transaction
@@ -214,13 +214,7 @@ class PipeAdapter:
         pk = peer._k
         n = ring.num_slots
         if head != hwcur:
-            spans = (slice(hwcur, head),) if hwcur < head else (slice(hwcur, n), slice(0, head))
-            for s in spans:
-                if bad_slots(ring.slot_buf_idx[s], ring.slot_len[s], self.nbufs, ring.buf_size):
-                    raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or length")
-            for s in spans:
-                peer.raw[s] = ring.raw[s]
-                np.bitwise_and(ring.slot_flags[s], _NOT_BUF_CHANGED, out=ring.slot_flags[s])
+            self._pass_slots(ring, peer, hwcur, head)
             k[K_HWCUR] = head
             last = head - 1 if head else n - 1
             if ring.slot_flags[last] & NS_MOREFRAG:
@@ -232,6 +226,18 @@ class PipeAdapter:
                 kick(pk)
         hwtail = pk[K_HWCUR] - 1
         k[K_HWTAIL] = hwtail if hwtail >= 0 else n - 1
+
+    def _pass_slots(self, ring: Ring, peer: Ring, hwcur: int, head: int) -> None:
+        """Copy the descriptors of ``[hwcur, head)`` to the peer ring, checked first.
+
+        ``NS_BUF_CHANGED`` travels with the descriptor and is cleared here.
+        """
+        for s in spans(hwcur, head, ring.num_slots):
+            if bad_slots(ring.slot_buf_idx[s], ring.slot_len[s], self.nbufs, ring.buf_size):
+                raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or length")
+        for s in spans(hwcur, head, ring.num_slots):
+            peer.raw[s] = ring.raw[s]
+            np.bitwise_and(ring.slot_flags[s], _NOT_BUF_CHANGED, out=ring.slot_flags[s])
 
     @staticmethod
     def _complete_until(ring: Ring, start: int, head: int) -> int:
@@ -247,15 +253,7 @@ class PipeAdapter:
         hwcur = k[K_HWCUR]
         if head != hwcur:
             peer = self.peer_tx[ring.ringid]
-            n = ring.num_slots
-            spans = (slice(hwcur, head),) if hwcur < head else (slice(hwcur, n), slice(0, head))
-            for s in spans:
-                if bad_slots(ring.slot_buf_idx[s], ring.slot_len[s], self.nbufs, ring.buf_size):
-                    raise SlotError(f"released slots {hwcur}..{head} hold an invalid buffer "
-                                    "or length")
-            for s in spans:
-                peer.raw[s] = ring.raw[s]
-                np.bitwise_and(ring.slot_flags[s], _NOT_BUF_CHANGED, out=ring.slot_flags[s])
+            self._pass_slots(ring, peer, hwcur, head)
             k[K_HWCUR] = head
             kick(peer._k)
 
