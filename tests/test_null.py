@@ -21,7 +21,7 @@ def test_null_port_echoes_geometry(region_id):
         assert len(n.tx_rings) == 10 and len(n.rx_rings) == 5
         assert n.tx_rings[0].num_slots == 256 and n.rx_rings[4].num_slots == 100
         assert n.mem_id == region_id
-        assert n.nifp["ni_name"].startswith(b"null:")
+        assert bytes(n.nifp["ni_name"]).startswith(b"null:")
 
 
 def test_null_port_all_zero(region_id):
