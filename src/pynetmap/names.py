@@ -99,9 +99,9 @@ class Conf:
 
 @dataclass(frozen=True)
 class PortSpec:
-    """What a port name asks netmap for."""
+    """What a port name asks netmap for (equal when they ask for the same thing)."""
 
-    spec: str
+    spec: str = field(compare=False)
     prefix: str
     name: str
     port: str
