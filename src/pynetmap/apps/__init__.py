@@ -1,0 +1,1 @@
+"""netmap's tools, each a module with ``main(argv)``."""

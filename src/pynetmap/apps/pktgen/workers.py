@@ -1,0 +1,342 @@
+"""pkt-gen's functions (spec §6.3): what one pkt-gen "thread" does on its rings.
+
+Each function runs in a :class:`Worker` that owns one opened port (all its
+rings, or one ring pair with ``-p``) and a row of shared counters that the
+main loop reads for its reports.  The hot loops touch packets only through
+the batch API and NumPy: a burst costs a fixed number of Python operations.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import numpy as np
+
+from ...constants import NS_BUF_CHANGED, NS_MOREFRAG, NS_REPORT
+from ...port import POLLERR, POLLHUP, POLLIN, POLLOUT, Port
+from . import report
+
+# columns of a worker's counter row
+PKTS, BYTES, EVENTS, MIN_SPACE, T_START, T_STOP, DONE, STARTED = range(8)
+NCOUNTERS = 8
+
+
+@dataclass
+class Worker:
+    """What one pkt-gen thread needs: its port, options, counters and a stop flag."""
+
+    cfg: Any  # options.Config
+    tid: int
+    port: Port
+    stats: np.ndarray  # float64[NCOUNTERS], shared with the main loop
+    cancel: Any  # threading.Event or multiprocessing.Event
+    frames: Any  # template.FrameSource (tx-like functions) or None
+    out: TextIO = sys.stdout
+
+    def log(self, fn: str, line: int, msg: str) -> None:
+        report.log(fn, line, msg)
+
+    def count(self, pkts: int, nbytes: int, events: int) -> None:
+        s = self.stats
+        s[PKTS] += pkts
+        s[BYTES] += nbytes
+        s[EVENTS] += events
+
+    def start(self) -> None:
+        self.stats[T_START] = time.time()
+        self.stats[STARTED] = 1
+
+    def stop(self) -> None:
+        self.stats[T_STOP] = time.time()
+        self.stats[DONE] = 1
+
+    def limit(self) -> int:
+        """Packets this thread still has to move for ``-n`` (or a big number)."""
+        n = self.cfg.npkts_per_thread
+        return n - int(self.stats[PKTS]) if n else 1 << 62
+
+
+class RateLimiter:
+    """``-R``: at most ``burst`` packets per ``period``, started on a whole second (§6.4)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.burst = report.rate_burst(burst, rate)
+        self.period = report.rate_period_ns(self.burst, rate)
+        self.next_ns = report.rate_start_ns(time.time_ns())
+        self.budget = 0
+
+    def wait_start(self, cancel: Any) -> None:
+        while not cancel.is_set():
+            left = self.next_ns - time.time_ns()
+            if left <= 0:
+                return
+            time.sleep(0.001 if left > 1_000_000 else 0)
+
+    def take(self, want: int, cancel: Any) -> int:
+        """How many packets may go now; sleeps until the next period if the budget is spent."""
+        if self.budget == 0:
+            self.next_ns += self.period
+            while not cancel.is_set():
+                left = self.next_ns - time.time_ns()
+                if left <= 0:
+                    break
+                time.sleep(left / 1e9 if left > 200_000 else 0)
+            self.budget = self.burst
+        n = min(want, self.budget)
+        self.budget -= n
+        return n
+
+
+def _dump(w: Worker, ring: Any, start: int, count: int) -> None:
+    """``-X``: hexdump each slot (a debugging aid, so per-packet Python is fine)."""
+    for i in range(count):
+        s = (start + i) % ring.num_slots
+        idx, ln, fl = int(ring.slot_buf_idx[s]), int(ring.slot_len[s]), int(ring.slot_flags[s])
+        w.out.write(report.hexdump(ring.bufs[idx, :ln].tobytes(), ring=id(ring), cur=s,
+                                   buf_idx=idx, flags=fl))
+    w.out.flush()
+
+
+# -- tx ------------------------------------------------------------------------------
+def tx(w: Worker) -> None:
+    """``-f tx``: fill every TX ring with bursts until ``-n`` packets or Ctrl-C."""
+    cfg, port, fm = w.cfg, w.port, w.frames
+    rings = port.tx_rings
+    frags = fm.frags
+    for r in rings:  # the first pass writes every buffer (netmap marks all NS_BUF_CHANGED)
+        r.slot_flags[:] = NS_BUF_CHANGED
+    rl = RateLimiter(cfg.rate, cfg.burst) if cfg.rate else None
+    burst = rl.burst if rl else cfg.burst
+    if rl:
+        w.log("sender_body", 1577, f"Sending {rl.burst} packets every  "
+              f"{rl.period // 1_000_000_000}.{rl.period % 1_000_000_000:09d} s")
+        rl.wait_start(w.cancel)
+    w.start()
+    left = w.limit()
+    while left > 0 and not w.cancel.is_set():
+        port.txsync()
+        if not any(r.tail != r.cur for r in rings):
+            rev = port.poll(POLLOUT, 2000)
+            if rev & (POLLERR | POLLHUP):
+                w.log("sender_body", 1603, "poll error on queue 0")
+                break
+            if not rev:
+                w.log("sender_body", 1600, f"poll error on queue {w.tid}: timeout")
+                continue
+        for r in rings:
+            if left <= 0:
+                break
+            want = min(burst, left)
+            if rl:
+                want = rl.take(want, w.cancel)
+            sent = _send_packets(w, r, want, frags)
+            left -= sent
+    _flush(w)
+    w.stop()
+
+
+def _send_packets(w: Worker, r: Any, limit: int, frags: int) -> int:
+    """Fill up to ``limit`` packets (``frags`` slots each) from ``head``; netmap's send_packets."""
+    space = r.space() // frags
+    n = min(limit, space)
+    if n <= 0:
+        return 0
+    fm = w.frames
+    b = r.reserve(n * frags)
+    fm.write(r, b)  # writes the buffers that need it, sets len and flags
+    if w.cfg.dump:
+        _dump(w, r, b.start, b.count)
+    r.advance(b.count)
+    if n < limit:
+        r.cur = r.tail  # wake me when there is more room
+    w.count(n, n * fm.size, 1)
+    return n
+
+
+def _flush(w: Worker) -> None:
+    """Push what is queued and wait until every TX ring has been reclaimed."""
+    port = w.port
+    port.txsync()
+    deadline = time.monotonic() + 10
+    while any(r.tx_pending() for r in port.tx_rings) and not w.cancel.is_set():
+        if time.monotonic() > deadline or port.poll(POLLOUT, 100) & POLLHUP:
+            break
+        port.txsync()
+
+
+# -- rx ------------------------------------------------------------------------------
+def rx(w: Worker) -> None:
+    """``-f rx``: count complete packets and bytes on every RX ring."""
+    _receive(w, check_seq=False)
+
+
+def rxseq(w: Worker) -> None:
+    """``-f rxseq``: like rx, and check the sequence numbers of txseq."""
+    _receive(w, check_seq=True)
+
+
+def _receive(w: Worker, check_seq: bool) -> None:
+    cfg, port = w.cfg, w.port
+    rings = port.rx_rings
+    seq = w.frames.seq_checker() if check_seq else None
+    pcap = w.frames.pcap_writer() if cfg.pcap_out else None
+    while not w.cancel.is_set():  # the clock starts with the first packet
+        if port.poll(POLLIN, 1000) & POLLIN:
+            break
+    w.start()
+    left = w.limit()
+    wait_ms = 1000
+    while left > 0 and not w.cancel.is_set():
+        rev = port.poll(POLLIN, wait_ms)
+        if not rev & POLLIN:
+            if rev & POLLHUP or cfg.wait_idle:
+                if cfg.wait_idle and not rev & POLLHUP:
+                    w.stats[T_STOP] = time.time() - 1.0  # the idle second does not count
+                    w.stats[DONE] = 1
+                    return
+                break
+            continue
+        for r in rings:
+            avail = r.space()
+            free = r.num_slots - avail
+            if free < w.stats[MIN_SPACE]:
+                w.stats[MIN_SPACE] = free
+            if not avail:
+                continue
+            b = r.receive(min(avail, cfg.burst))
+            flags = b.flags
+            complete = (flags & NS_MOREFRAG) == 0
+            npk = int(np.count_nonzero(complete))
+            if npk > left:  # -n: stop at exactly n packets
+                last = int(np.flatnonzero(complete)[left - 1]) + 1
+                b = r.receive(last)
+                flags, npk = flags[:last], left
+            lens = b.len
+            if cfg.dump:
+                _dump(w, r, b.start, b.count)
+            if seq is not None:
+                seq.check(r.bufs, b.buf_idx, lens, flags)
+            if pcap is not None:
+                pcap.write_batch(r.bufs, b.buf_idx, lens)
+            r.release(b.count)
+            w.count(npk, int(lens.sum(dtype=np.int64)), 1)
+            left -= npk
+            if left <= 0:
+                break
+    port.rxsync()  # hand the last slots back to the sender
+    if pcap is not None:
+        pcap.close()
+    w.stop()
+
+
+# -- txseq -----------------------------------------------------------------------------
+def txseq(w: Worker) -> None:
+    """``-f txseq``: first TX ring only, every slot rewritten with a sequence number."""
+    port, fm = w.port, w.frames
+    r = port.tx_rings[0]
+    frags = fm.frags
+    w.start()
+    while not w.cancel.is_set():
+        port.txsync()
+        if r.tail == r.cur:
+            rev = port.poll(POLLOUT, 2000)
+            if rev & (POLLERR | POLLHUP):
+                break
+            if not rev:
+                continue
+        n = min(r.space() // frags, w.cfg.burst)
+        if n <= 0:
+            continue
+        b = r.reserve(n * frags)
+        fm.write_seq(r, b)
+        if w.cfg.dump:
+            _dump(w, r, b.start, b.count)
+        r.advance(b.count)
+        w.count(n, n * fm.size, 1)
+    _flush(w)
+    w.stop()
+
+
+# -- ping / pong ---------------------------------------------------------------------------
+def ping(w: Worker) -> None:
+    """``-f ping``: timestamped probes, RTT statistics and a power-of-two histogram."""
+    cfg, port, fm = w.cfg, w.port, w.frames
+    tx_ring, rings = port.tx_rings[0], port.rx_rings
+    hist = fm.rtt_histogram()
+    sent = 0
+    total = cfg.npkts_per_thread
+    w.start()
+    while not w.cancel.is_set() and (not total or sent < total):
+        n = min(cfg.burst, (total - sent) if total else cfg.burst)
+        if tx_ring.space() < n:
+            w.log("ping_body", 1011, "-- ouch, cannot send")
+        else:
+            b = tx_ring.reserve(n)
+            fm.write_ping(tx_ring, b, sent)
+            tx_ring.advance(n)
+            sent += n
+            w.count(n, n * fm.size, 1)
+        rev = port.poll(POLLIN, 3000)
+        if rev & POLLHUP:
+            break
+        if not rev & POLLIN:
+            w.log("ping_body", 1040, "poll error on queue 0: timeout")
+            continue
+        now = time.time_ns()
+        for r in rings:
+            b = r.receive()
+            if b.count:
+                hist.add(fm.rtts(r.bufs, b.buf_idx, now))
+                r.release(b.count)
+        if hist.due(now):
+            sys.stderr.write(hist.window_lines())
+    port.rxsync()
+    _flush(w)
+    sys.stderr.write(hist.final_line(sent))
+    w.stop()
+
+
+def pong(w: Worker) -> None:
+    """``-f pong``: send every received packet back with MAC (and IPv4) addresses swapped."""
+    cfg, port = w.cfg, w.port
+    tx_ring, rings = port.tx_rings[0], port.rx_rings
+    total = cfg.npkts_per_thread
+    done = 0
+    w.start()
+    while not w.cancel.is_set() and (not total or done < total):
+        rev = port.poll(POLLIN, 1000)
+        if rev & POLLHUP:
+            break
+        if not rev & POLLIN:
+            continue
+        for r in rings:
+            b = r.receive()
+            if not b.count:
+                continue
+            n = min(b.count, tx_ring.space())
+            if n:
+                t = tx_ring.reserve(n)
+                src = b.buf_idx[:n]
+                lens = b.len[:n]
+                width = int(lens.max())
+                tx_ring.bufs[t.buf_idx, :width] = r.bufs[src, :width]
+                t.len = lens
+                t.flags = 0
+                w.frames.swap_addresses(tx_ring.bufs, t.buf_idx)
+                tx_ring.advance(n)
+                w.count(n, int(lens.sum(dtype=np.int64)), 1)
+            done += b.count
+            r.release(b.count)
+        port.txsync()
+    port.rxsync()
+    _flush(w)
+    w.stop()
+
+
+FUNCTIONS = {"tx": tx, "rx": rx, "txseq": txseq, "rxseq": rxseq, "ping": ping, "pong": pong}
+
+__all__ = ["FUNCTIONS", "Worker", "NCOUNTERS", "os"]
