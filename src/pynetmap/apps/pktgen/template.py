@@ -13,6 +13,7 @@ checksum that computes to 0 is sent as 0xFFFF (RFC 768).
 from __future__ import annotations
 
 import ipaddress
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,6 +198,12 @@ class Template:
         self.head12 = words_sum(bytes(payload[:12]).ljust(12, b"\0"))
         first = self.batch(0, 1)[0][0]
         self.frame = first  # the template carries the first frame's checksums
+        # UDP sum of the first frame without its first 12 payload bytes (ping's stamp)
+        u = self.o_udp
+        varying = words_sum(bytes(first[u : u + 4])) + (
+            src._word(src.start) + dst._word(dst.start) if v6
+            else words_sum(bytes(first[self.o_src : self.o_src + 8])))
+        self.ping_base = self.udp_base - self.head12 + varying
 
     # -- the odometer ----------------------------------------------------------
     def period(self) -> int:
@@ -219,9 +226,17 @@ class Template:
     # -- batches ---------------------------------------------------------------
     def batch(self, k: int, n: int, seq: np.ndarray | None = None,
               rnd: np.random.Generator | None = None, rand_src: bool = False,
-              rand_dst: bool = False) -> tuple[np.ndarray, int]:
-        """Frames k..k+n-1 as an (n, len) array with correct checksums; next k."""
-        sport, sip, dport, dip = self.digits(k, n)
+              rand_dst: bool = False, per: int = 1) -> tuple[np.ndarray, int]:
+        """Frames k..k+n-1 as an (n, len) array with correct checksums; next k.
+
+        With ``per`` > 1 the addresses advance once every ``per`` frames
+        (txseq's fragments of one packet); ``n`` must be a multiple of it.
+        """
+        steps = n // per
+        digits = self.digits(k, steps)
+        if per > 1:
+            digits = tuple(np.repeat(d, per) for d in digits)
+        sport, sip, dport, dip = digits
         if rand_src and rnd is not None and not self.v6:
             sip = rnd.integers(0, 1 << 32, n, dtype=_U64)
             sport = rnd.integers(0, 1 << 16, n, dtype=_U64)
@@ -251,7 +266,7 @@ class Template:
             rows[:, p : p + 4] = seq.astype(">u4").view(np.uint8).reshape(n, 4)
             usum = usum - _U64(self.head4) + split32(seq)
         self._put_udp_sum(rows, usum)
-        return rows, (k + n) % self.period()
+        return rows, (k + steps) % self.period()
 
     def _put_udp_sum(self, rows: np.ndarray, usum: np.ndarray) -> None:
         c = ~fold(usum) & _U64(0xFFFF)
@@ -263,19 +278,20 @@ class Template:
         """Write ping's counter and timestamp (§6.3: seq, sec, nsec; host order) and fix the sum."""
         n = len(rows)
         p = self.o_payload
+        if n == 1:  # ping's usual burst: plain integers beat a dozen tiny array operations
+            stamp = struct.pack("<III", seq0 & 0xFFFFFFFF, (now_ns // 1_000_000_000)
+                                & 0xFFFFFFFF, now_ns % 1_000_000_000)
+            rows[0, p : p + 12] = np.frombuffer(stamp, np.uint8)
+            c = ~_fold_int(self.ping_base + sum(struct.unpack(">6H", stamp))) & 0xFFFF
+            rows[0, self.o_usum : self.o_usum + 2] = np.frombuffer(
+                (c or 0xFFFF).to_bytes(2, "big"), np.uint8)
+            return
         hdr = np.empty((n, 3), "<u4")
         hdr[:, 0] = (seq0 + np.arange(n)) & 0xFFFFFFFF
         hdr[:, 1] = (now_ns // 1_000_000_000) & 0xFFFFFFFF
         hdr[:, 2] = now_ns % 1_000_000_000
         rows[:, p : p + 12] = hdr.view(np.uint8)
-        old = _U64(self.udp_base) - _U64(self.head12)
-        usum = old + rows[:, p : p + 12].view(">u2").sum(axis=1, dtype=_U64)
-        if not self.v6:
-            usum = usum + _U64(words_sum(bytes(self.frame[self.o_src : self.o_src + 8])))
-        else:
-            usum = usum + _U64(self.src._word(self.src.start) + self.dst._word(self.dst.start))
-        u = self.o_udp
-        usum = usum + _U64(words_sum(bytes(self.frame[u : u + 4])))
+        usum = _U64(self.ping_base) + rows[:, p : p + 12].view(">u2").sum(axis=1, dtype=_U64)
         self._put_udp_sum(rows, usum)
 
     def read_ping_ns(self, bufs: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -290,13 +306,22 @@ class Template:
         return bufs[idx, p : p + 4].copy().view(">u4").ravel().astype(np.uint32)
 
 
-def swap_addresses(bufs: np.ndarray, idx: np.ndarray, h: int = 0) -> None:
-    """pong: swap the MAC addresses, and the IPv4 addresses of IPv4 frames, in place."""
-    macs = bufs[idx, h : h + 12]
-    bufs[idx, h : h + 6] = macs[:, 6:12]
-    bufs[idx, h + 6 : h + 12] = macs[:, 0:6]
-    v4 = idx[(bufs[idx, h + 12] == 0x08) & (bufs[idx, h + 13] == 0x00)]
-    if len(v4):
-        ips = bufs[v4, h + 26 : h + 34]
-        bufs[v4, h + 26 : h + 30] = ips[:, 4:8]
-        bufs[v4, h + 30 : h + 34] = ips[:, 0:4]
+def _fold_int(s: int) -> int:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def swap_addresses(rows: np.ndarray, h: int = 0) -> None:
+    """pong: swap the MAC addresses, and the IPv4 addresses of IPv4 frames, in
+    place in ``rows`` (one frame per row, at least ``h + 14`` bytes wide)."""
+    macs = rows[:, h : h + 12].copy()
+    rows[:, h : h + 6] = macs[:, 6:12]
+    rows[:, h + 6 : h + 12] = macs[:, 0:6]
+    if rows.shape[1] < h + 34:
+        return
+    v4 = (rows[:, h + 12] == 0x08) & (rows[:, h + 13] == 0x00)
+    sel = slice(None) if v4.all() else np.flatnonzero(v4)
+    ips = rows[sel, h + 26 : h + 34].copy()
+    rows[sel, h + 26 : h + 30] = ips[:, 4:8]
+    rows[sel, h + 30 : h + 34] = ips[:, 0:4]

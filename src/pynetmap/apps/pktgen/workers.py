@@ -8,7 +8,6 @@ the batch API and NumPy: a burst costs a fixed number of Python operations.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -16,9 +15,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ...constants import NS_BUF_CHANGED, NS_MOREFRAG, NS_REPORT
+from ...constants import NS_BUF_CHANGED, NS_MOREFRAG
 from ...port import POLLERR, POLLHUP, POLLIN, POLLOUT, Port
 from . import report
+from .options import OPT_ACCESS
 
 # columns of a worker's counter row
 PKTS, BYTES, EVENTS, MIN_SPACE, T_START, T_STOP, DONE, STARTED = range(8)
@@ -36,6 +36,9 @@ class Worker:
     cancel: Any  # threading.Event or multiprocessing.Event
     frames: Any  # template.FrameSource (tx-like functions) or None
     out: TextIO = sys.stdout
+    touched: int = 0  # -o 2: sum of the bytes read
+    seq: Any = None  # rxseq's SeqChecker, for callers
+    hist: Any = None  # ping's RttHistogram, for callers
 
     def log(self, fn: str, line: int, msg: str) -> None:
         report.log(fn, line, msg)
@@ -147,13 +150,13 @@ def _send_packets(w: Worker, r: Any, limit: int, frags: int) -> int:
         return 0
     fm = w.frames
     b = r.reserve(n * frags)
-    fm.write(r, b)  # writes the buffers that need it, sets len and flags
+    nbytes = fm.write(r, b)  # writes the buffers that need it, sets len and flags
     if w.cfg.dump:
         _dump(w, r, b.start, b.count)
     r.advance(b.count)
     if n < limit:
         r.cur = r.tail  # wake me when there is more room
-    w.count(n, n * fm.size, 1)
+    w.count(n, nbytes, 1)
     return n
 
 
@@ -184,6 +187,7 @@ def _receive(w: Worker, check_seq: bool) -> None:
     rings = port.rx_rings
     seq = w.frames.seq_checker() if check_seq else None
     pcap = w.frames.pcap_writer() if cfg.pcap_out else None
+    access = bool(cfg.options & OPT_ACCESS)
     while not w.cancel.is_set():  # the clock starts with the first packet
         if port.poll(POLLIN, 1000) & POLLIN:
             break
@@ -218,6 +222,8 @@ def _receive(w: Worker, check_seq: bool) -> None:
             lens = b.len
             if cfg.dump:
                 _dump(w, r, b.start, b.count)
+            if access:  # -o 2: read every byte, as a receiver that looks at its data
+                w.touched += int(r.bufs[b.buf_idx, : int(lens.max())].sum(dtype=np.uint64))
             if seq is not None:
                 seq.check(r.bufs, b.buf_idx, lens, flags)
             if pcap is not None:
@@ -230,6 +236,9 @@ def _receive(w: Worker, check_seq: bool) -> None:
     port.rxsync()  # hand the last slots back to the sender
     if pcap is not None:
         pcap.close()
+    if seq is not None:
+        report.log("rxseq_body", 1290, seq.summary())
+    w.seq = seq
     w.stop()
 
 
@@ -252,11 +261,11 @@ def txseq(w: Worker) -> None:
         if n <= 0:
             continue
         b = r.reserve(n * frags)
-        fm.write_seq(r, b)
+        nbytes = fm.write_seq(r, b)
         if w.cfg.dump:
             _dump(w, r, b.start, b.count)
         r.advance(b.count)
-        w.count(n, n * fm.size, 1)
+        w.count(n, nbytes, 1)
     _flush(w)
     w.stop()
 
@@ -266,7 +275,7 @@ def ping(w: Worker) -> None:
     """``-f ping``: timestamped probes, RTT statistics and a power-of-two histogram."""
     cfg, port, fm = w.cfg, w.port, w.frames
     tx_ring, rings = port.tx_rings[0], port.rx_rings
-    hist = fm.rtt_histogram()
+    hist = w.hist = fm.rtt_histogram()
     sent = 0
     total = cfg.npkts_per_thread
     w.start()
@@ -276,10 +285,10 @@ def ping(w: Worker) -> None:
             w.log("ping_body", 1011, "-- ouch, cannot send")
         else:
             b = tx_ring.reserve(n)
-            fm.write_ping(tx_ring, b, sent)
+            nbytes = fm.write_ping(tx_ring, b, sent)
             tx_ring.advance(n)
             sent += n
-            w.count(n, n * fm.size, 1)
+            w.count(n, nbytes, 1)
         rev = port.poll(POLLIN, 3000)
         if rev & POLLHUP:
             break
@@ -318,15 +327,20 @@ def pong(w: Worker) -> None:
             if not b.count:
                 continue
             n = min(b.count, tx_ring.space())
-            if n:
+            if n == 1:
+                ln = w.frames.pong_one(r, b.start, tx_ring, tx_ring.head)
+                tx_ring.advance(1)
+                w.count(1, ln, 1)
+            elif n:
                 t = tx_ring.reserve(n)
                 src = b.buf_idx[:n]
                 lens = b.len[:n]
                 width = int(lens.max())
-                tx_ring.bufs[t.buf_idx, :width] = r.bufs[src, :width]
+                rows = r.bufs[src, :width]  # one gather, swap in the copy, one scatter
+                w.frames.swap_addresses(rows)
+                tx_ring.bufs[t.buf_idx, :width] = rows
                 t.len = lens
                 t.flags = 0
-                w.frames.swap_addresses(tx_ring.bufs, t.buf_idx)
                 tx_ring.advance(n)
                 w.count(n, int(lens.sum(dtype=np.int64)), 1)
             done += b.count
@@ -339,4 +353,4 @@ def pong(w: Worker) -> None:
 
 FUNCTIONS = {"tx": tx, "rx": rx, "txseq": txseq, "rxseq": rxseq, "ping": ping, "pong": pong}
 
-__all__ = ["FUNCTIONS", "Worker", "NCOUNTERS", "os"]
+__all__ = ["FUNCTIONS", "Worker", "NCOUNTERS"]
