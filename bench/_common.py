@@ -1,10 +1,12 @@
-"""Shared bits of the benchmarks: a results table and a JSON file."""
+"""Shared bits of the benchmarks: a results table, a JSON file, the loopback-UDP baseline."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import platform
+import socket
 import time
 
 
@@ -31,3 +33,39 @@ def write_json(name: str, data: dict) -> str:
     with open(path, "w") as f:
         json.dump({"machine": machine(), **data}, f, indent=2)
     return path
+
+
+def udp_sender(port: int, seconds: float, frame: int = 60) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    payload = bytes(frame)
+    addr = ("127.0.0.1", port)
+    end = time.monotonic() + seconds + 0.5
+    n = 0
+    while True:
+        s.sendto(payload, addr)
+        n += 1
+        if not n & 1023 and time.monotonic() > end:
+            break
+
+
+def run_udp(seconds: float, frame: int = 60) -> float:
+    """Per-packet sendto/recvfrom between two processes, counted at the receiver."""
+    rs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    rs.bind(("127.0.0.1", 0))
+    ctx = mp.get_context("spawn")
+    tx = ctx.Process(target=udp_sender, args=(rs.getsockname()[1], seconds, frame))
+    tx.start()
+    rs.settimeout(5)
+    rs.recvfrom(2048)
+    got, t0 = 0, time.monotonic()
+    end = t0 + seconds
+    while True:
+        rs.recvfrom(2048)
+        got += 1
+        if not got & 1023 and time.monotonic() > end:
+            break
+    dt = time.monotonic() - t0
+    tx.join(10)
+    rs.close()
+    return got / dt / 1e6

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import socket
 import sys
 import time
 import uuid
 
-from _common import table, write_json
+from _common import run_udp, table, write_json
 
 FRAME = 60
 
@@ -76,42 +75,6 @@ def run_pipe(batch: int, seconds: float) -> float:
     got, dt = out.get(timeout=seconds + 30)
     rx.join(10)
     tx.join(seconds + 10)
-    return got / dt / 1e6
-
-
-def udp_sender(port: int, seconds: float) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    payload = bytes(FRAME)
-    addr = ("127.0.0.1", port)
-    end = time.monotonic() + seconds + 0.5
-    n = 0
-    while True:
-        s.sendto(payload, addr)
-        n += 1
-        if not n & 1023 and time.monotonic() > end:
-            break
-
-
-def run_udp(seconds: float) -> float:
-    """Per-packet sendto/recvfrom between two processes, counted at the receiver."""
-    rs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    rs.bind(("127.0.0.1", 0))
-    ctx = mp.get_context("spawn")
-    tx = ctx.Process(target=udp_sender, args=(rs.getsockname()[1], seconds))
-    tx.start()
-    rs.settimeout(5)
-    rs.recvfrom(2048)
-    got, t0 = 0, time.monotonic()
-    end = t0 + seconds
-    while True:
-        rs.recvfrom(2048)
-        got += 1
-        if not got & 1023 and time.monotonic() > end:
-            break
-    dt = time.monotonic() - t0
-    tx.join(10)
-    rs.close()
     return got / dt / 1e6
 
 
