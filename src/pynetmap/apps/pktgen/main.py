@@ -106,6 +106,8 @@ class Run:
         except (NetmapError, ValueError, TypeError) as e:
             report.log("main", 3005, f"Unable to open {cfg.ifname}: {e}")
             return 1
+        if not cfg.src_mac:
+            cfg.src_mac = _sysfs(port, "address") or "00:00:00:00:00:00"
         try:
             frames = FrameSource(cfg, (port.tx_rings or port.rx_rings)[0].buf_size)
         except (OSError, ValueError) as e:
@@ -113,8 +115,8 @@ class Run:
             report.log("main", 3012, str(e))
             return 1
         rings = port.tx_rings if cfg.function in SENDERS + ("ping",) else port.rx_rings
-        mtu = getattr(port, "mtu", 65536)
-        if cfg.function in SENDERS and frames.size > mtu:
+        mtu = int(_sysfs(port, "mtu") or 65536)
+        if cfg.function in SENDERS and frames.size - 14 > mtu:  # the MTU excludes Ethernet's
             port.close()
             report.log("main", 3020, f"pkt_size ({frames.size}) must be <= mtu ({mtu})")
             return 1
@@ -233,6 +235,18 @@ class Run:
                               cfg.normalize, cfg.framing, cfg.json)
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+def _sysfs(port: Port, attr: str) -> str | None:
+    """An attribute of the OS interface behind a NIC port (Linux sysfs), else None."""
+    spec = port.spec
+    if spec.is_pipe() or spec.is_vale() or spec.prefix != "netmap":
+        return None
+    try:
+        with open(f"/sys/class/net/{spec.port}/{attr}") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def _addr(r: Any) -> str:

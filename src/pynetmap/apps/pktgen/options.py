@@ -34,7 +34,7 @@ OPTION_HELP: dict[str, str] = {
     "-6": "IPv6",
     "-s range": "source ip[:port][-ip[:port]] (default 10.0.0.1:1234)",
     "-d range": "destination ip[:port][-ip[:port]] (default 10.1.0.1:1234)",
-    "-S mac": "source MAC (default 00:00:00:00:00:00)",
+    "-S mac": "source MAC (default: the interface's, else 00:00:00:00:00:00)",
     "-D mac": "destination MAC (default ff:ff:ff:ff:ff:ff)",
     "-a cpu": "pin thread i to cpu (a + i) %% cpus (Linux)",
     "-c cpus": "cpus to use (default 1; 0 = all)",
@@ -82,7 +82,7 @@ class Config:
     af: int = 4
     src: str = ""
     dst: str = ""
-    src_mac: str = "00:00:00:00:00:00"
+    src_mac: str = ""  # "" = the interface's MAC, else 00:00:00:00:00:00
     dst_mac: str = "ff:ff:ff:ff:ff:ff"
     affinity: int = -1
     cpus: int = 1
@@ -255,7 +255,7 @@ def _finish(c: Config, sizes: list[int]) -> None:
         raise UsageError(f"bad number of fragments {c.frags}, must be 1..63")
     if c.vnet_hdr not in (0, 10, 12):
         raise UsageError(f"bad virtio-net header length {c.vnet_hdr} (0, 10 or 12)")
-    for m in (c.src_mac, c.dst_mac):
+    for m in (c.src_mac or "00:00:00:00:00:00", c.dst_mac):
         try:
             parse_mac(m)
         except ValueError as e:
