@@ -51,7 +51,8 @@ class FrameSource:
         self.src = parse_range(cfg.src or (DEFAULT_SRC6 if v6 else DEFAULT_SRC), v6)
         self.dst = parse_range(cfg.dst or (DEFAULT_DST6 if v6 else DEFAULT_DST), v6,
                                default=DEFAULT_DST6)
-        self.src_mac, self.dst_mac = parse_mac(cfg.src_mac), parse_mac(cfg.dst_mac)
+        self.src_mac = parse_mac(cfg.src_mac or "00:00:00:00:00:00")
+        self.dst_mac = parse_mac(cfg.dst_mac)
         self.notes: list[str] = []
         self.rnd = np.random.default_rng()
         self.rand_src = bool(cfg.options & O.OPT_RANDOM_SRC)
