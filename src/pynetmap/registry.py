@@ -140,7 +140,13 @@ def release_open(state: State, record: dict, o: dict) -> None:
     for eprec in record["endpoints"].values():
         if o in eprec["opens"]:
             eprec["opens"].remove(o)
-    _releasers[record["kind"]](state, record, o)
+    kind = record["kind"]
+    if kind not in _releasers:
+        # a sweep may meet a kind this process never opened: its adapter registers it
+        import importlib
+
+        importlib.import_module(f"pynetmap.adapters.{kind}")
+    _releasers[kind](state, record, o)
 
 
 def collect(state: State) -> None:
