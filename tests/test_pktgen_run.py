@@ -187,11 +187,21 @@ def test_replay_all_packets_in_order(run, tmp_path, ng):
         assert r.stdout.count("UDP") == 23
 
 
+def _both_ends_open(parent: str) -> bool:
+    from pynetmap.registry import transaction
+
+    with transaction() as state:
+        rec = state["ports"].get(parent.split(":", 1)[1] + "{0")
+        return rec is not None and all(e["opens"] for e in rec["endpoints"].values())
+
+
 def test_sigint_prints_the_summary(run):
     name = pipe()
     rx = run("-f", "rx", "-i", name + "{0")
     tx = run("-f", "tx", "-i", name + "}0")
     deadline = time.monotonic() + 30
+    while not _both_ends_open(name) and time.monotonic() < deadline:
+        time.sleep(0.05)  # pkt-gen catches SIGINT from before it opens its port
     while time.monotonic() < deadline:  # until traffic flows
         time.sleep(0.3)
         if tx.poll() is not None:

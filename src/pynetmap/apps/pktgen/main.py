@@ -96,6 +96,19 @@ class Run:
         return notes
 
     def run(self) -> int:
+        """Run the function; Ctrl-C (from the start, even while opening) stops it cleanly."""
+        old = signal.getsignal(signal.SIGINT)
+        try:
+            signal.signal(signal.SIGINT, self._sigint)
+        except ValueError:  # not the main thread of the interpreter
+            old = None
+        try:
+            return self._run()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+
+    def _run(self) -> int:
         cfg = self.cfg
         if cfg.options & O.OPT_INDIRECT and not cfg.ifname.startswith("vale"):
             report.log("main", 2990, f"-I (NS_INDIRECT) needs a VALE port; {cfg.ifname} is "
@@ -142,11 +155,6 @@ class Run:
             report.log("main", 3120, f"Wait {cfg.wait_link} secs for phy reset")
             time.sleep(cfg.wait_link)
         report.log("main", 3123, "Ready...")
-        old = signal.getsignal(signal.SIGINT)
-        try:
-            signal.signal(signal.SIGINT, self._sigint)
-        except ValueError:  # not the main thread of the interpreter
-            old = None
         try:
             if cfg.nthreads == 1:
                 self._start_thread(port, frames)
@@ -160,8 +168,6 @@ class Run:
                 w.join()
             if port is not None:
                 port.close()
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
         self._summary()
         return 0
 
