@@ -61,8 +61,12 @@ def open(name: str, **conf: int) -> Port:  # noqa: A001 - netmap's verb
     ``rx_rings``, ``slots``, ``tx_slots``, ``rx_slots`` (as ``@conf:``; only
     effective when the open creates the port), ``extra_bufs`` (spec §2.7),
     ``flags`` (extra ``NR_*`` flags such as ``NR_NO_TX_POLL``) and
-    ``mem_id``.  Raises :class:`PortNameError` (a ``ValueError``) for a bad
-    name and :class:`NetmapError` (an ``OSError``) when netmap would fail.
+    ``mem_id``.  Network interfaces (Linux) also take ``engine`` (``"auto"``,
+    ``"xdp"``, ``"packet"``; default ``$PYNETMAP_ENGINE`` or auto) and
+    ``xdp_mode`` (``"auto"``, ``"zerocopy"``, ``"copy"``); the port's
+    ``engine`` and ``mode`` attributes say what was obtained.  Raises
+    :class:`PortNameError` (a ``ValueError``) for a bad name and
+    :class:`NetmapError` (an ``OSError``) when netmap would fail.
     """
     if not isinstance(name, str):
         raise TypeError(f"port name must be a str, not {type(name).__name__}")
@@ -71,6 +75,10 @@ def open(name: str, **conf: int) -> Port:  # noqa: A001 - netmap's verb
     extra = kw.pop("extra_bufs", 0)
     flags = kw.pop("flags", 0)
     mem_id = kw.pop("mem_id", 0)
+    engine = kw.pop("engine", None)
+    xdp_mode = kw.pop("xdp_mode", "auto")
+    if xdp_mode not in ("auto", "zerocopy", "copy"):
+        raise ValueError(f"xdp_mode must be auto, zerocopy or copy, not {xdp_mode!r}")
     for k, v in (("extra_bufs", extra), ("flags", flags), ("mem_id", mem_id)):
         if not isinstance(v, int) or isinstance(v, bool):
             raise TypeError(f"{k} must be an int, not {type(v).__name__}")
@@ -91,8 +99,9 @@ def open(name: str, **conf: int) -> Port:  # noqa: A001 - netmap's verb
         return open_pipe(spec, c, extra, flags)
     if spec.is_vale():
         raise NetmapError(errno.EOPNOTSUPP, f"{name}: VALE switches are not implemented yet")
-    raise NetmapError(errno.ENXIO, f"{name}: no such port (network interfaces are not "
-                      "supported yet; pipes are)")
+    from .adapters.nic import open_nic
+
+    return open_nic(spec, c, extra, flags, engine, xdp_mode)
 
 
 def open_null(mem_id: int, name: str = "null", **conf: int) -> Port:

@@ -59,6 +59,9 @@ class Adapter(Protocol):
     def rxsync(self, ring: Ring, head: int) -> None: ...
     def peer_gone(self) -> bool: ...
     def close(self) -> None: ...
+    # Adapters backed by OS sockets also define ``fileno()`` (an fd readable
+    # when a ring has something) and ``wait(timeout_s, want_tx)``; poll then
+    # sleeps there instead of using the kick protocol.
 
 
 class Port:
@@ -79,6 +82,8 @@ class Port:
         self.rx_rings = rx_rings
         self.adapter = adapter
         self._waiter = Waiter()
+        #: ``adapter.wait(timeout_s, want_tx)`` for ports whose wake-ups come from OS sockets
+        self._os_wait = getattr(adapter, "wait", None)
         self._next_hup_check = 0.0
         #: poll() re-syncs for this long before it sleeps: waking a sleeper
         #: costs a system call on each side, a short spin usually finds the
@@ -109,8 +114,13 @@ class Port:
         return walk_list(self.region, self.bufs_head, self.region.nbufs)
 
     def fileno(self) -> int:
-        """A socket that becomes readable when a peer publishes to a ring we wait on."""
-        return self._waiter.fileno()
+        """An fd that becomes readable when a ring we wait on gets something.
+
+        Pipes: a socket a peer kicks when it publishes.  NIC ports: an epoll
+        fd over the kernel sockets of the bound queues.
+        """
+        own = getattr(self.adapter, "fileno", None)
+        return own() if own is not None else self._waiter.fileno()
 
     # -- syncs ---------------------------------------------------------------
     def txsync(self) -> None:
@@ -235,6 +245,10 @@ class Port:
                     spin_until = now + self.spin_us / 1e6
                 if now < spin_until:
                     continue  # a busy peer publishes soon: cheaper than sleeping
+                if self._os_wait is not None:
+                    # a kernel-backed port: its sockets wake us, no kick protocol
+                    self._os_wait(MAX_SLEEP if deadline is None else deadline - now, want_tx)
+                    continue
                 if not armed:
                     # Ask for a wake-up, then look once more (race avoidance).
                     for r in self.tx_rings if want_tx else ():

@@ -56,13 +56,19 @@ class Geometry:
     ring_pool_size: int
     nbufs: int
     buf_size: int = 2048
+    #: bytes between a page boundary and the buffer pool.  A region behind an
+    #: AF_XDP socket uses 256 (``XDP_PACKET_HEADROOM``): the kernel writes a
+    #: received frame 256 bytes into its UMEM chunk, so with the pool starting
+    #: 256 bytes after the (page-aligned) UMEM, UMEM chunk i *is* buffer i and
+    #: the frame lands at byte 0 of the buffer, where netmap puts it.
+    lead: int = 0
 
     def layout(self) -> tuple[int, int, int, int, int]:
         """(bitmap, if pool, ring pool, buffer pool) offsets and the total size."""
         bitmap = PAGE
         ifp = bitmap + _round(self.nbufs, PAGE)
         ringp = ifp + _round(self.if_pool_size, PAGE)
-        bufp = ringp + _round(self.ring_pool_size, PAGE)
+        bufp = ringp + _round(self.ring_pool_size, PAGE) + self.lead
         return bitmap, ifp, ringp, bufp, bufp + self.nbufs * self.buf_size
 
 
@@ -131,6 +137,19 @@ class Region:
     def base_address(self) -> int:
         """Virtual address of the mapping in this process (for OS interfaces like UMEM)."""
         return ctypes.addressof(ctypes.c_char.from_buffer(self.buf))
+
+    @property
+    def lead(self) -> int:
+        """Bytes from the page boundary before the buffer pool to buffer 0 (see Geometry)."""
+        return self.buf_pool_ofs % PAGE
+
+    def umem(self) -> tuple[int, int]:
+        """``(address, length)`` of the page-aligned chunk area behind the buffer pool.
+
+        Chunk i (UMEM address ``i * buf_size``) starts ``lead`` bytes before
+        buffer i; register it as an AF_XDP UMEM with ``buf_size`` chunks.
+        """
+        return self.base_address + self.buf_pool_ofs - self.lead, self.nbufs * self.buf_size
 
     def alloc_bufs(self, k: int) -> np.ndarray:
         """Take the ``k`` lowest free buffer indices (netmap's first fit)."""

@@ -299,6 +299,28 @@ class XskProgram:
         self.max_queues = max_queues
         self.id = prog_info(self.fd).id
 
+    @classmethod
+    def by_id(cls, prog_id: int) -> XskProgram:
+        """A handle on a program another process of ours loaded, to share its XSKMAP.
+
+        Each process binds its own queues' sockets into the one map of the
+        interface's program.
+        """
+        self = cls.__new__(cls)
+        self.id = prog_id
+        self.fd = self.map_fd = -1
+        try:
+            self.fd = prog_fd_by_id(prog_id)
+            info = prog_info(self.fd)
+            if info.name != PROG_NAME or not info.map_ids:
+                raise NetmapError(errno.EINVAL, f"BPF program {prog_id} is not pynetmap's")
+            self.map_fd = map_fd_by_id(info.map_ids[0])
+            self.max_queues = map_info(self.map_fd).max_entries
+        except BaseException:
+            self.close()
+            raise
+        return self
+
     def set(self, queue: int, xsk_fd: int) -> None:
         """Redirect frames received on ``queue`` to the socket ``xsk_fd``."""
         if not 0 <= queue < self.max_queues:

@@ -1,0 +1,147 @@
+"""One queue of an interface as a netmap ring pair, through an AF_XDP socket.
+
+The port's region is the socket's UMEM: chunk i is buffer i (see
+``region.Geometry.lead``), so a netmap slot and an XDP descriptor name the
+same memory and the syncs only translate indices, a whole batch at a time:
+
+* txsync: the descriptors of ``[hwcur, head)`` go to the XSK TX ring as
+  ``addr = buf_idx * 2048 + 256``, then one ``sendto`` kick.  The kernel
+  completes frames in the order it took them, so each completion returns
+  the oldest in-flight slot: ``hwtail = hwcur - 1 - in_flight``.
+* rxsync: released slots ``[hwcur, head)`` give their buffers (whatever the
+  user swapped in, ``NS_BUF_CHANGED`` or not) to the fill ring; received
+  descriptors become slots ``[hwtail, ...)`` with ``buf_idx = addr // 2048``.
+  Slots the kernel owns name no buffer of their own: a buffer is either
+  held by a user slot or lent to the kernel through the fill ring.
+
+The fill ring is given one spare buffer per slot on top of the ring's own,
+so the kernel can keep receiving into the XSK ring while the application
+holds a full netmap ring.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..constants import NS_BUF_CHANGED
+from ..kring import K_HWCUR, K_HWTAIL, bad_slots, distance, spans
+from ..port import SlotError
+from ..region import Region
+from ..ring import Ring
+from .xsk import XDP_PACKET_HEADROOM, XskSocket
+
+_NOT_BUF_CHANGED = np.uint16(0xFFFF ^ NS_BUF_CHANGED)
+MIN_FRAME = 14
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def gather(column: np.ndarray, a: int, b: int, n: int) -> np.ndarray:
+    """``column`` over the circular slot range ``[a, b)``, as one array (a copy)."""
+    parts = [column[s] for s in spans(a, b, n)]
+    return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+
+def scatter(column: np.ndarray, a: int, values: np.ndarray, n: int) -> None:
+    """Store ``values`` into the circular slot range starting at ``a``."""
+    k = len(values)
+    first = min(k, n - a)
+    column[a:a + first] = values[:first]
+    if k > first:
+        column[:k - first] = values[first:]
+
+
+def check_tx(ring: Ring, hwcur: int, head: int, nbufs: int, max_frame: int) -> None:
+    """Raise SlotError if a slot to send has a bad buffer or a length out of [14, max_frame]."""
+    for s in spans(hwcur, head, ring.num_slots):
+        lens = ring.slot_len[s]
+        if bad_slots(ring.slot_buf_idx[s], lens, nbufs, max_frame) or (
+                len(lens) and lens.min() < MIN_FRAME):
+            raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or a length "
+                            f"outside [{MIN_FRAME}, {max_frame}]")
+
+
+def clear_buf_changed(ring: Ring, a: int, b: int) -> None:
+    for s in spans(a, b, ring.num_slots):
+        np.bitwise_and(ring.slot_flags[s], _NOT_BUF_CHANGED, out=ring.slot_flags[s])
+
+
+class XdpQueue:
+    """The kernel side of one netmap TX/RX ring pair bound to ``ifname`` queue ``queue``."""
+
+    engine = "xdp"
+
+    def __init__(self, ifname: str, queue: int, region: Region, tx: Ring | None,
+                 rx: Ring | None, mode: str, spare: np.ndarray) -> None:
+        n_tx = tx.num_slots if tx is not None else 0
+        n_rx = rx.num_slots if rx is not None else 0
+        fill = _pow2(n_rx + len(spare)) if rx is not None else 64
+        self.sock = XskSocket(ifname, queue, region.umem(), mode=mode,
+                              rx_size=_pow2(n_rx) if rx is not None else 0,
+                              tx_size=_pow2(n_tx) if tx is not None else 0,
+                              fill_size=fill, comp_size=_pow2(max(n_tx, 64)),
+                              frame_size=region.buf_size)
+        self.mode = self.sock.mode
+        self.nbufs = region.nbufs
+        self.shift = region.buf_size.bit_length() - 1
+        if region.lead != XDP_PACKET_HEADROOM:
+            raise ValueError("an AF_XDP queue needs a region with a 256-byte lead")
+        self.max_frame = region.buf_size - region.lead
+        self.in_flight = 0
+        if rx is not None:
+            bufs = np.concatenate([rx.slot_buf_idx.astype(np.uint64), spare.astype(np.uint64)])
+            self.sock.fill.produce(bufs << np.uint64(self.shift))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def txsync(self, ring: Ring, head: int) -> None:
+        k, n = ring._k, ring.num_slots
+        hwcur = k[K_HWCUR]
+        if head != hwcur:
+            check_tx(ring, hwcur, head, self.nbufs, self.max_frame)
+            idx = gather(ring.slot_buf_idx, hwcur, head, n).astype(np.uint64)
+            lens = gather(ring.slot_len, hwcur, head, n)
+            addr = (idx << np.uint64(self.shift)) + np.uint64(XDP_PACKET_HEADROOM)
+            sent = self.sock.tx.produce(addr, lens)
+            assert sent == len(idx), "XSK TX ring smaller than the netmap ring"
+            clear_buf_changed(ring, hwcur, head)
+            self.in_flight += sent
+            k[K_HWCUR] = hwcur = head
+        if self.sock.tx.pending():
+            self.sock.kick()
+        if self.in_flight:
+            self.in_flight -= len(self.sock.comp.consume(self.in_flight))
+        k[K_HWTAIL] = (hwcur - 1 - self.in_flight) % n
+
+    def rxsync(self, ring: Ring, head: int) -> None:
+        k, n = ring._k, ring.num_slots
+        hwcur = k[K_HWCUR]
+        if head != hwcur:
+            idx = gather(ring.slot_buf_idx, hwcur, head, n)
+            if idx.min() < 2 or idx.max() >= self.nbufs:
+                raise SlotError(f"released slots {hwcur}..{head} hold an invalid buffer")
+            clear_buf_changed(ring, hwcur, head)
+            given = self.sock.fill.produce(idx.astype(np.uint64) << np.uint64(self.shift))
+            assert given == len(idx), "fill ring smaller than the buffers it serves"
+            k[K_HWCUR] = hwcur = head
+        hwtail = k[K_HWTAIL]
+        room = n - 1 - distance(hwcur, hwtail, n)
+        if room:
+            addr, lens = self.sock.rx.peek(room)
+            got = len(addr)
+            if got:
+                scatter(ring.slot_buf_idx, hwtail, (addr >> np.uint64(self.shift)), n)
+                scatter(ring.slot_len, hwtail, lens, n)
+                scatter(ring.slot_flags, hwtail, np.zeros(got, np.uint16), n)
+                self.sock.rx.release(got)
+                k[K_HWTAIL] = (hwtail + got) % n
+        self.sock.wakeup_rx()
+
+    def statistics(self) -> dict[str, int]:
+        return self.sock.statistics()
+
+    def close(self) -> None:
+        self.sock.close()
