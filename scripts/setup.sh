@@ -15,6 +15,9 @@ if [ "$want" = test ]; then
   command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
   command -v ethtool >/dev/null 2>&1 || missing="$missing ethtool"
   command -v tcpdump >/dev/null 2>&1 || missing="$missing tcpdump"
+  command -v ping >/dev/null 2>&1 || missing="$missing iputils-ping"
+  command -v curl >/dev/null 2>&1 || missing="$missing curl"
+  command -v setpriv >/dev/null 2>&1 || missing="$missing util-linux"
   if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system tools:$missing"
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

@@ -89,8 +89,8 @@ class Run:
             notes.append("--replay: tx only")
         if cfg.wait_idle and cfg.function not in RECEIVERS:
             notes.append("-W: rx/rxseq only")
-        if cfg.rate and cfg.function != "tx":
-            notes.append("-R: rate limiting applies to tx only (as netmap)")
+        if cfg.rate and cfg.function not in ("tx", "txseq"):
+            notes.append("-R: rate limiting applies to tx and txseq only")
         if cfg.affinity >= 0 and not hasattr(os, "sched_setaffinity"):
             notes.append("-a: CPU pinning is not available on this system")
         return notes

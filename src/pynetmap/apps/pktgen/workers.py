@@ -244,10 +244,17 @@ def _receive(w: Worker, check_seq: bool) -> None:
 
 # -- txseq -----------------------------------------------------------------------------
 def txseq(w: Worker) -> None:
-    """``-f txseq``: first TX ring only, every slot rewritten with a sequence number."""
+    """``-f txseq``: first TX ring only, every slot rewritten with a sequence number.
+
+    Unlike netmap's, it honours ``-R``: a loss test needs a rate the receiver
+    can take.
+    """
     port, fm = w.port, w.frames
     r = port.tx_rings[0]
     frags = fm.frags
+    rl = RateLimiter(w.cfg.rate, w.cfg.burst) if w.cfg.rate else None
+    if rl:
+        rl.wait_start(w.cancel)
     w.start()
     while not w.cancel.is_set():
         port.txsync()
@@ -257,9 +264,11 @@ def txseq(w: Worker) -> None:
                 break
             if not rev:
                 continue
-        n = min(r.space() // frags, w.cfg.burst)
+        n = min(r.space() // frags, rl.burst if rl else w.cfg.burst)
         if n <= 0:
             continue
+        if rl:
+            n = rl.take(n, w.cancel)
         b = r.reserve(n * frags)
         nbytes = fm.write_seq(r, b)
         if w.cfg.dump:

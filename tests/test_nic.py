@@ -1,0 +1,291 @@
+"""NIC ports (``netmap:IFNAME``) on a veth pair, with both engines.
+
+The port is opened in namespace A (in a forked child, tests/netns.py ``call``) on
+``pnm0``; the other end ``pnm1`` in namespace B is driven by raw sockets, ping,
+and pkt-gen.  The fixture deletes both namespaces afterwards, whatever happens.
+Every loop is bounded in frames and seconds.  Tests skip, saying why, without
+CAP_NET_ADMIN/CAP_BPF.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import netns
+import numpy as np
+import pytest
+
+import pynetmap
+from pynetmap.errors import NetmapError
+
+pytest.importorskip("pyroute2")
+
+K = 400  # frames per test
+TIMEOUT = 5.0
+ENGINES = ["xdp", "packet"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest, _netns_session: None) -> str:
+    if request.param == "xdp":
+        netns.require_privileges(bpf=True)
+    return request.param
+
+
+def _send_all(port: pynetmap.Port, frames: list[bytes]) -> int:
+    """Put ``frames`` on TX ring 0 and wait until the kernel has them all (bounded)."""
+    r = port.tx_rings[0]
+    sent = 0
+    deadline = time.monotonic() + TIMEOUT
+    while sent < len(frames) and time.monotonic() < deadline:
+        port.poll(pynetmap.POLLOUT, 200)
+        while sent < len(frames) and r.space():
+            i, f = r.cur, frames[sent]
+            r.buf(i)[:len(f)] = np.frombuffer(f, np.uint8)
+            r.slots["len"][i] = len(f)
+            r.head = r.cur = r.next(i)
+            sent += 1
+    port.txsync()
+    while r.tx_pending() and time.monotonic() < deadline:
+        port.poll(pynetmap.POLLOUT, 100)
+    return sent
+
+
+def _receive(port: pynetmap.Port, count: int, timeout: float = TIMEOUT) -> list[bytes]:
+    """Frames from every RX ring until ``count`` test frames came or ``timeout`` passed."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while sum(g[12:14] == b"\x88\xb5" for g in got) < count and time.monotonic() < deadline:
+        port.poll(pynetmap.POLLIN, 100)
+        for r in port.rx_rings:
+            while not r.empty():
+                i = r.cur
+                got.append(bytes(r.buf(i)[:r.slots["len"][i]]))
+                r.head = r.cur = r.next(i)
+    return got
+
+
+def test_tx_counted_by_the_kernel_and_byte_exact(veth: netns.VethPair, engine: str) -> None:
+    frames = netns.make_frames(K, veth.mac_b, veth.mac_a, seed=1)
+    sock = netns.raw_socket(veth.ns_b, veth.if_b)
+    before = veth.link_stats("b")
+
+    def body() -> tuple[int, str, str, int]:
+        with pynetmap.open(f"netmap:{veth.if_a}", engine=engine) as port:
+            return _send_all(port, frames), port.engine, port.mode, port.max_frame
+
+    sent, got_engine, mode, max_frame = netns.call(veth.ns_a, body, timeout=15)
+    got = netns.recv_frames(sock, K)
+    after = veth.link_stats("b")
+    assert (sent, got_engine, mode, max_frame) == (K, engine, "copy", 1792)
+    assert got == frames
+    assert after["rx_packets"] - before["rx_packets"] == K
+    assert after["rx_bytes"] - before["rx_bytes"] == sum(map(len, frames))
+
+
+def test_rx_exact_frames_from_a_raw_socket(veth: netns.VethPair, engine: str) -> None:
+    frames = netns.make_frames(K, veth.mac_a, veth.mac_b, seed=2)
+    r, w = os.pipe()
+
+    def body() -> list[bytes]:
+        with pynetmap.open(f"netmap:{veth.if_a}", engine=engine) as port:
+            os.write(w, b"1")  # open: the sender may start
+            return _receive(port, K)
+
+    pid = os.fork()
+    if pid == 0:  # the sender, in B, once the port is open
+        try:
+            os.close(w)
+            os.read(r, 1)
+            netns.send_frames(netns.raw_socket(veth.ns_b, veth.if_b), frames)
+        finally:
+            os._exit(0)
+    try:
+        got = netns.call(veth.ns_a, body, timeout=15)
+    finally:
+        os.close(r)
+        os.close(w)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert [g for g in got if g[12:14] == b"\x88\xb5"] == frames
+
+
+def _ping(ns: str, addr: str) -> bool:
+    return netns.run(ns, "ping", "-c", "1", "-W", "1", addr, check=False).returncode == 0
+
+
+def test_netmap_mode_takes_received_traffic_from_the_stack(veth: netns.VethPair) -> None:
+    """While netmap:pnm0 is open (AF_XDP) A's stack sees nothing; after close it does."""
+    netns.require_privileges(bpf=True)
+    assert _ping(veth.ns_b, veth.addr_a)
+
+    def body() -> tuple[bool, bool]:
+        from pynetmap.linux import xdp_attach
+
+        with pynetmap.open(f"netmap:{veth.if_a}", engine="xdp"):
+            during = _ping(veth.ns_b, veth.addr_a)
+        return during, xdp_attach.query(veth.index_a) is None
+
+    during, detached = netns.call(veth.ns_a, body, timeout=20)
+    assert not during
+    assert detached
+    assert _ping(veth.ns_b, veth.addr_a)
+
+
+def test_one_ring_pair_per_queue(_netns_session: None) -> None:
+    netns.require_privileges(bpf=True)
+    with netns.veth_pair(queues=2) as pair:
+        def body() -> tuple:
+            with pynetmap.open(f"netmap:{pair.if_a}", engine="xdp") as all_q:
+                ids = ([r.ringid for r in all_q.tx_rings], [r.ringid for r in all_q.rx_rings])
+                nif = (all_q.num_tx_rings, all_q.num_rx_rings)
+            with pynetmap.open(f"netmap:{pair.if_a}-1", engine="xdp") as one:
+                one_ids = [r.ringid for r in one.tx_rings]
+                try:
+                    pynetmap.open(f"netmap:{pair.if_a}-1", engine="xdp")
+                    busy = ""
+                except NetmapError as e:
+                    busy = str(e)
+                with pynetmap.open(f"netmap:{pair.if_a}-0", engine="xdp") as zero:
+                    shared = zero.mem_id == one.mem_id
+            return ids, nif, one_ids, busy, shared
+
+        ids, nif, one_ids, busy, shared = netns.call(pair.ns_a, body, timeout=20)
+    assert ids == ([0, 1], [0, 1])
+    assert nif == (2, 2)
+    assert one_ids == [1]
+    assert "queue 1 already bound" in busy
+    assert shared
+
+
+def _pktgen(ns: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
+                             "pynetmap.apps.pktgen", "-w", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def test_pktgen_txseq_into_rxseq_on_veth(veth: netns.VethPair, engine: str) -> None:
+    n = 20000
+    env = {"PYNETMAP_ENGINE": engine}
+    rx = _pktgen(veth.ns_b, "-f", "rxseq", "-i", f"netmap:{veth.if_b}", "-n", str(n),
+                 "-T", "100", env=env)
+    procs = [rx]
+    try:
+        time.sleep(1.5)  # the receiver's port is open before the first frame
+        tx = _pktgen(veth.ns_a, "-f", "txseq", "-i", f"netmap:{veth.if_a}", "-R", "20000",
+                     env=env)  # txseq ignores -n, as netmap's: stopped with SIGINT below
+        procs.append(tx)
+        rx_out, rx_err = rx.communicate(timeout=60)
+        tx.send_signal(signal.SIGINT)
+        tx_out, tx_err = tx.communicate(timeout=20)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert tx.returncode == 0, tx_err
+    assert rx.returncode == 0, rx_err
+    assert re.search(rf"Received {n} packets", rx_out), rx_out
+    assert "rxseq: 0 gaps, 0 out of order, 0 too short" in rx_err, rx_err
+
+
+def test_stale_program_of_a_killed_process_is_replaced(veth: netns.VethPair) -> None:
+    netns.require_privileges(bpf=True)
+    from pynetmap.linux import xdp_attach
+
+    def crash() -> None:
+        pynetmap.open(f"netmap:{veth.if_a}", engine="xdp")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(Exception):  # noqa: B017 - the child dies without answering
+        netns.call(veth.ns_a, crash, timeout=10)
+
+    def after() -> tuple:
+        left = xdp_attach.query(veth.index_a)
+        assert left is not None
+        old = (left.prog_id, left.ours, left.stale)  # .stale asks about *this* process
+        with pynetmap.open(f"netmap:{veth.if_a}", engine="xdp") as port:
+            now = xdp_attach.query(veth.index_a)
+            assert now is not None
+            new = (now.prog_id, now.ours, now.stale)
+            frames_ok = _send_all(port, netns.make_frames(10, veth.mac_b, veth.mac_a)) == 10
+        return old, new, frames_ok, xdp_attach.query(veth.index_a)
+
+    old, new, frames_ok, gone = netns.call(veth.ns_a, after, timeout=20)
+    assert old[1:] == (True, True)
+    assert new[0] != old[0] and new[1:] == (True, False)
+    assert frames_ok
+    assert gone is None
+
+
+# -- errors: one line each ------------------------------------------------------------
+
+def _open_error(ns: str, name: str, **kw: str) -> str:
+    def body() -> str:
+        try:
+            pynetmap.open(name, **kw).close()
+        except (NetmapError, ValueError) as e:
+            return f"{type(e).__name__}: {e}"
+        return "opened"
+
+    return netns.call(ns, body, timeout=15)
+
+
+def test_error_no_such_interface(veth: netns.VethPair) -> None:
+    msg = _open_error(veth.ns_a, "netmap:nosuch0")
+    assert msg == "NetmapError: [Errno 6] no such interface 'nosuch0'"
+
+
+def test_error_interface_down(veth: netns.VethPair) -> None:
+    netns.run(veth.ns_a, "ip", "link", "set", veth.if_a, "down")
+    msg = _open_error(veth.ns_a, f"netmap:{veth.if_a}")
+    assert msg == (f"NetmapError: [Errno 100] interface {veth.if_a} is down "
+                   f"(ip link set {veth.if_a} up)")
+
+
+def test_error_mtu_larger_than_the_buffer(veth: netns.VethPair) -> None:
+    netns.run(veth.ns_a, "ip", "link", "set", veth.if_a, "mtu", "4000")
+    msg = _open_error(veth.ns_a, f"netmap:{veth.if_a}")
+    assert "MTU 4000 needs 4014-byte frames" in msg
+    assert f"ip link set {veth.if_a} mtu 1778" in msg
+    assert "\n" not in msg
+
+
+def _unprivileged(ns: str, name: str, keep: str) -> subprocess.CompletedProcess:
+    """Open ``name`` in ``ns`` as a process holding only the capabilities ``keep``."""
+    code = (f"import pynetmap\ntry:\n    pynetmap.open({name!r}).close()\n    print('opened')\n"
+            "except Exception as e:\n    print(type(e).__name__ + ': ' + str(e))\n")
+    caps = f"-all,+{keep}" if keep else "-all"
+    return netns.run(ns, "setpriv", f"--inh-caps={caps}", f"--ambient-caps={caps}",
+                     f"--bounding-set={caps}", sys.executable, "-c", code, check=False,
+                     timeout=20)
+
+
+def test_error_no_privileges(veth: netns.VethPair) -> None:
+    if not _has_setpriv():
+        pytest.skip("needs setpriv (util-linux) to drop capabilities")
+    r = _unprivileged(veth.ns_a, f"netmap:{veth.if_a}", "")
+    assert r.stdout.strip() == (f"NetmapError: [Errno 1] netmap:{veth.if_a} (AF_PACKET "
+                                "engine) needs CAP_NET_RAW (run as root or grant it)"), r
+    assert "AF_XDP unavailable (CAP_NET_ADMIN is missing); using AF_PACKET" in r.stderr
+
+
+def test_af_xdp_unavailable_falls_back_and_says_so(veth: netns.VethPair) -> None:
+    if not _has_setpriv():
+        pytest.skip("needs setpriv (util-linux) to drop capabilities")
+    r = _unprivileged(veth.ns_a, f"netmap:{veth.if_a}", "net_raw")
+    assert r.stdout.strip() == "opened", r
+    assert r.stderr.strip() == (f"pynetmap: {veth.if_a}: AF_XDP unavailable "
+                                "(CAP_NET_ADMIN is missing); using AF_PACKET")
+
+
+def _has_setpriv() -> bool:
+    import shutil
+
+    return shutil.which("setpriv") is not None
