@@ -17,6 +17,11 @@ Closing the port moves the addresses and routes back and deletes the pair.
 If the owner died, the next open finds the pair, restores eth0 from it and
 starts over.
 
+With the AF_PACKET engine the stack still receives a copy of what the NIC
+receives, and would answer it from the NIC directly; strict reverse-path
+filtering on the NIC (``rp_filter = 1`` while the host rings are open: the
+addresses' routes now lead through ``eth0-hst``) makes it drop that copy.
+
 TX checksum offload is turned off on the stack's end: frames the stack
 leaves for "hardware" to finish would reach the wire unfinished.  Only
 IPv4 addresses and main-table routes move; IPv6 and policy routing are
@@ -127,6 +132,8 @@ class HostStack:
             ipr.link("set", index=s_idx, state="up")
             move_l3(ipr, nic, s_idx)
         program = None
+        if record["engine"] == "packet":
+            record["host"]["rp_filter"] = _rp_filter(ifname, "1")
         if record["engine"] == "xdp":
             from . import bpf, xdp_attach
 
@@ -143,12 +150,25 @@ class HostStack:
         """Give the addresses and routes back to the interface and delete the pair."""
         with _ipr() as ipr:
             _restore(ipr, record["ifname"])
+        old = record["host"].get("rp_filter")
+        if old is not None:
+            _rp_filter(record["ifname"], old)
         record["host"] = None
 
     def close(self) -> None:
         if self.program is not None:
             self.program.close()  # the program went with the veth pair
             self.program = None
+
+
+def _rp_filter(ifname: str, value: str) -> str:
+    """Set the interface's ``rp_filter``; returns the previous value."""
+    path = f"/proc/sys/net/ipv4/conf/{ifname}/rp_filter"
+    with open(path) as f:
+        old = f.read().strip()
+    with open(path, "w") as f:
+        f.write(value)
+    return old
 
 
 def _restore(ipr: Any, ifname: str) -> None:
