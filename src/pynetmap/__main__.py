@@ -1,6 +1,7 @@
 """``pynetmap TOOL ...``: one entry point for the tools.
 
     pynetmap pkt-gen ARGS     netmap's traffic generator (also the ``pkt-gen`` command)
+    pynetmap bridge ARGS      netmap's bridge between two ports (also the ``bridge`` command)
     pynetmap list             regions and ports of this user
     pynetmap clean            release what dead processes left behind
 """
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         from .apps.pktgen import main as pktgen
 
         return pktgen(rest)
+    if tool == "bridge":
+        from .apps.bridge import main as bridge
+
+        return bridge(rest)
     if tool == "list":
         return _list()
     if tool == "clean":
