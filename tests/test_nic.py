@@ -289,3 +289,31 @@ def _has_setpriv() -> bool:
     import shutil
 
     return shutil.which("setpriv") is not None
+
+
+def test_pktgen_one_process_per_queue(_netns_session: None) -> None:
+    """``pkt-gen -p 2`` on a two-queue interface: one process per queue, counted by B."""
+    netns.require_privileges(bpf=True)
+    n = 40000
+    with netns.veth_pair(queues=2) as pair:
+        before = pair.link_stats("b")
+        tx = _pktgen(pair.ns_a, "-f", "tx", "-i", f"netmap:{pair.if_a}", "-p", "2", "-n", str(n),
+                     "-D", "02:00:00:00:00:09", env={"PYNETMAP_ENGINE": "xdp"})
+        try:
+            out, err = tx.communicate(timeout=60)
+        finally:
+            if tx.poll() is None:
+                tx.kill()
+                tx.wait()
+        after = pair.link_stats("b")
+    assert tx.returncode == 0, err
+    assert f"Sending on netmap:{pair.if_a}: 2 queues, 2 threads" in out
+    assert re.search(rf"Sent {n} packets", out), out
+    assert after["rx_packets"] - before["rx_packets"] == n
+
+
+def test_error_zerocopy_unsupported_by_the_driver(veth: netns.VethPair) -> None:
+    netns.require_privileges(bpf=True)
+    msg = _open_error(veth.ns_a, f"netmap:{veth.if_a}", engine="xdp", xdp_mode="zerocopy")
+    assert msg == (f"NetmapError: [Errno 95] AF_XDP bind on {veth.if_a} queue 0: zero-copy is "
+                   "not supported by this driver (ask for copy mode or auto)")

@@ -60,6 +60,8 @@ DEFAULT_SLOTS = 1024
 MAX_FRAME = 2048 - 256
 MAX_SLOTS = 4096
 ENGINES = ("auto", "xdp", "packet")
+#: AF_XDP: received frames the kernel may queue beyond a full netmap RX ring, in rings
+RX_BACKLOG = 8
 #: TX waits are short: AF_XDP completions arrive without a wake-up
 TX_WAIT = 0.0005
 
@@ -139,7 +141,7 @@ def _region_for(state: State, key: str, nq: int, slots: tuple[int, int], mem_id:
     tx_s, rx_s = slots
     # every queue and the host pair: TX ring, RX ring, as many spare fill buffers; twice,
     # so a second process (pkt-gen -p) or a reopen finds room
-    per_pair = tx_s + 2 * rx_s
+    per_pair = tx_s + (1 + RX_BACKLOG) * rx_s
     nbufs = 2 + 2 * (nq + 1) * per_pair + extra + 4096
     ring_bytes = 4 * (nq + 1) * (max(tx_s, rx_s) * 16 + 512)
     geom = R.Geometry(if_pool_size=1 << 20, ring_pool_size=max(4 << 20, ring_bytes),
@@ -228,7 +230,8 @@ def open_nic(spec: PortSpec, conf: dict, extra_bufs: int, flags: int,
         if host:
             tx_ofs[ntx] = ring(NR_TX, ntx, slots[0])
             rx_ofs[nrx] = ring(NR_RX, nrx, slots[1])
-        spares = {q: region.alloc_bufs(slots[1]) for q in rx_ofs} if engine == "xdp" else {}
+        spares = ({q: region.alloc_bufs(RX_BACKLOG * slots[1]) for q in rx_ofs}
+                  if engine == "xdp" else {})
         bufs.extend(spares.values())
         nifp = objects.create_if(state, region, ifname, ntx, nrx, 1, 1,
                                  {(q if q < ntx else ntx): o for q, o in tx_ofs.items()},
@@ -328,7 +331,7 @@ class NicAdapter:
                             spare if spare is not None else np.empty(0, np.uint32))
         from ..linux.packet_queue import PacketQueue
 
-        return PacketQueue(ifname, self.region, tx, rx)
+        return PacketQueue(ifname, self.region, tx, rx, RX_BACKLOG)
 
     def _program(self, record: dict) -> object:
         """The interface's redirect program: ours to share if a live port loaded it."""

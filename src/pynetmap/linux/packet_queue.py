@@ -31,8 +31,12 @@ class PacketQueue:
     engine = "packet"
     mode = "copy"
 
-    def __init__(self, ifname: str, region: Region, tx: Ring | None, rx: Ring | None) -> None:
-        self.sock = PacketSocket(ifname, rx_frames=rx.num_slots if rx is not None else 0,
+    def __init__(self, ifname: str, region: Region, tx: Ring | None, rx: Ring | None,
+                 backlog: int = 8) -> None:
+        # the kernel's RX ring is ``backlog`` times the netmap ring: frames it can take
+        # while the application is busy (AF_PACKET drops when its ring is full)
+        rx_frames = rx.num_slots * (1 + backlog) if rx is not None else 0
+        self.sock = PacketSocket(ifname, rx_frames=rx_frames,
                                  tx_frames=tx.num_slots if tx is not None else 0,
                                  frame_size=region.buf_size)
         self.nbufs = region.nbufs

@@ -14,9 +14,10 @@ same memory and the syncs only translate indices, a whole batch at a time:
   Slots the kernel owns name no buffer of their own: a buffer is either
   held by a user slot or lent to the kernel through the fill ring.
 
-The fill ring is given one spare buffer per slot on top of the ring's own,
-so the kernel can keep receiving into the XSK ring while the application
-holds a full netmap ring.
+The XSK RX ring is as long as the spare buffers the caller gives (on top
+of the netmap ring's own, all lent to the fill ring at start): a backlog
+the kernel fills while the application is busy, so a receiver that keeps
+up on average does not drop during bursts (``rx_ring_full``).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class XdpQueue:
         n_rx = rx.num_slots if rx is not None else 0
         fill = _pow2(n_rx + len(spare)) if rx is not None else 64
         self.sock = XskSocket(ifname, queue, region.umem(), mode=mode,
-                              rx_size=_pow2(n_rx) if rx is not None else 0,
+                              rx_size=_pow2(max(n_rx, len(spare))) if rx is not None else 0,
                               tx_size=_pow2(n_tx) if tx is not None else 0,
                               fill_size=fill, comp_size=_pow2(max(n_tx, 64)),
                               frame_size=region.buf_size)

@@ -388,7 +388,7 @@ class XskSocket:
                                     "socket (or the device is busy)")
         if err == errno.EOPNOTSUPP and what == "bind":
             return NetmapError(err, f"{where}: zero-copy is not supported by this driver "
-                                    "(use mode='copy' or 'auto')")
+                                    "(ask for copy mode or auto)")
         if err == errno.EPERM:
             return NetmapError(err, f"{where}: needs CAP_NET_RAW (run as root or grant it)")
         if err == errno.EAFNOSUPPORT:

@@ -215,7 +215,7 @@ def _receive(w: Worker, check_seq: bool) -> None:
             flags = b.flags
             complete = (flags & NS_MOREFRAG) == 0
             npk = int(np.count_nonzero(complete))
-            if npk > left:  # -n: stop at exactly n packets
+            if npk >= left:  # -n: stop at exactly n packets, and no fragment of the next
                 last = int(np.flatnonzero(complete)[left - 1]) + 1
                 b = r.receive(last)
                 flags, npk = flags[:last], left
