@@ -161,3 +161,25 @@ def test_bridge_carries_ping_and_a_tcp_transfer(veth: netns.VethPair, engine: st
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(payload).hexdigest()
     assert "zerocopy supported" in outs[1][1] + outs[1][0]
     assert _addrs(veth.ns_a) == {"lo": ["127.0.0.1/8"], "pnm0": [f"{veth.addr_a}/24"]}
+
+
+def test_host_stack_of_a_killed_process_is_restored(veth: netns.VethPair) -> None:
+    """A port with host rings dies by SIGKILL: the next open gives eth0 its addresses back."""
+
+    def crash() -> None:
+        pynetmap.open(f"netmap:{veth.if_a}^", engine="packet")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(Exception):  # noqa: B017 - the child dies without answering
+        netns.call(veth.ns_a, crash, timeout=15)
+    left = _addrs(veth.ns_a)
+
+    def reopen() -> dict:
+        with pynetmap.open(f"netmap:{veth.if_a}^", engine="packet"):
+            return _addrs_here()
+
+    during = netns.call(veth.ns_a, reopen, timeout=15)
+    assert left == {"lo": ["127.0.0.1/8"], "pnm0-hst": [f"{veth.addr_a}/24"]}
+    assert during == left
+    assert _addrs(veth.ns_a) == {"lo": ["127.0.0.1/8"], "pnm0": [f"{veth.addr_a}/24"]}
+    assert _ping(veth.ns_b, veth.addr_a, 1)

@@ -317,3 +317,32 @@ def test_error_zerocopy_unsupported_by_the_driver(veth: netns.VethPair) -> None:
     msg = _open_error(veth.ns_a, f"netmap:{veth.if_a}", engine="xdp", xdp_mode="zerocopy")
     assert msg == (f"NetmapError: [Errno 95] AF_XDP bind on {veth.if_a} queue 0: zero-copy is "
                    "not supported by this driver (ask for copy mode or auto)")
+
+
+def test_bad_slots_never_reach_the_wire(veth: netns.VethPair, engine: str) -> None:
+    before = veth.link_stats("b")
+
+    def body() -> list[str]:
+        errors = []
+        with pynetmap.open(f"netmap:{veth.if_a}", engine=engine) as port:
+            r = port.tx_rings[0]
+            for buf_idx, length, flags in ((0, 60, 0), (5, 1793, 0), (5, 8, 0),
+                                           (port.region.nbufs, 60, 0),
+                                           (5, 60, pynetmap.NS_MOREFRAG)):
+                i = r.cur
+                r.slots[i] = (buf_idx, length, flags, 0)
+                r.head = r.cur = r.next(i)
+                try:
+                    port.txsync()
+                    errors.append("accepted")
+                except pynetmap.RingError as e:
+                    errors.append(str(e).split(": ", 1)[1])
+                # the reset gave the slot back (head = hwcur) with buffer 0: use it again
+                r.slots[i] = (r.slots["buf_idx"][r.next(i)], 60, 0, 0)
+        return errors
+
+    errors = netns.call(veth.ns_a, body, timeout=15)
+    after = veth.link_stats("b")
+    assert len(errors) == 5 and "accepted" not in errors, errors
+    assert "NS_MOREFRAG" in errors[-1]
+    assert after["rx_packets"] == before["rx_packets"]

@@ -81,6 +81,12 @@ class Port:
         self.tx_rings = tx_rings
         self.rx_rings = rx_rings
         self.adapter = adapter
+        #: NIC ports: the engine (``"xdp"``, ``"packet"``) and its mode
+        #: (``"zerocopy"``, ``"copy"``); None for software ports (pipes, null)
+        self.engine: str | None = None
+        self.mode: str | None = None
+        #: the longest frame one slot may carry out of this port
+        self.max_frame: int = region.buf_size
         self._waiter = Waiter()
         #: ``adapter.wait(timeout_s, want_tx)`` for ports whose wake-ups come from OS sockets
         self._os_wait = getattr(adapter, "wait", None)

@@ -255,9 +255,7 @@ def open_nic(spec: PortSpec, conf: dict, extra_bufs: int, flags: int,
             raise
     port = Port(spec, region, nifp, flags, tx_rings, rx_rings, adapter)
     port.extra_bufs = got
-    port.engine = engine
-    port.mode = adapter.mode
-    port.max_frame = adapter.max_frame
+    port.engine, port.mode, port.max_frame = engine, adapter.mode, adapter.max_frame
     return port
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import NS_BUF_CHANGED
+from ..constants import NS_BUF_CHANGED, NS_MOREFRAG
 from ..kring import K_HWCUR, K_HWTAIL, bad_slots, distance, spans
 from ..port import SlotError
 from ..region import Region
@@ -55,13 +55,20 @@ def scatter(column: np.ndarray, a: int, values: np.ndarray, n: int) -> None:
 
 
 def check_tx(ring: Ring, hwcur: int, head: int, nbufs: int, max_frame: int) -> None:
-    """Raise SlotError if a slot to send has a bad buffer or a length out of [14, max_frame]."""
+    """Raise SlotError unless every slot to send is one whole frame in a valid buffer.
+
+    A length outside [14, max_frame] never reaches the wire.  Multi-slot
+    packets (``NS_MOREFRAG``) are refused: each slot would leave as a frame.
+    """
     for s in spans(hwcur, head, ring.num_slots):
         lens = ring.slot_len[s]
         if bad_slots(ring.slot_buf_idx[s], lens, nbufs, max_frame) or (
                 len(lens) and lens.min() < MIN_FRAME):
             raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or a length "
                             f"outside [{MIN_FRAME}, {max_frame}]")
+        if np.any(ring.slot_flags[s] & NS_MOREFRAG):
+            raise SlotError(f"slots {hwcur}..{head}: NS_MOREFRAG (multi-slot packets) is "
+                            "not supported on NIC ports yet")
 
 
 def clear_buf_changed(ring: Ring, a: int, b: int) -> None:

@@ -119,8 +119,9 @@ class Run:
         except (NetmapError, ValueError, TypeError) as e:
             report.log("main", 3005, f"Unable to open {cfg.ifname}: {e}")
             return 1
+        if_mac, if_mtu = _iface(port)
         if not cfg.src_mac:
-            cfg.src_mac = _sysfs(port, "address") or "00:00:00:00:00:00"
+            cfg.src_mac = if_mac or "00:00:00:00:00:00"
         try:
             frames = FrameSource(cfg, (port.tx_rings or port.rx_rings)[0].buf_size)
         except (OSError, ValueError) as e:
@@ -128,10 +129,17 @@ class Run:
             report.log("main", 3012, str(e))
             return 1
         rings = port.tx_rings if cfg.function in SENDERS + ("ping",) else port.rx_rings
-        mtu = int(_sysfs(port, "mtu") or 65536)
+        mtu = if_mtu or 65536
         if cfg.function in SENDERS and frames.size - 14 > mtu:  # the MTU excludes Ethernet's
             port.close()
             report.log("main", 3020, f"pkt_size ({frames.size}) must be <= mtu ({mtu})")
+            return 1
+        if cfg.function in SENDERS and port.engine and (frames.frags > 1
+                                                        or frames.size > port.max_frame):
+            port.close()
+            report.log("main", 3021, f"pkt_size ({frames.size}) must fit one slot, at most "
+                       f"{port.max_frame} bytes, on {cfg.ifname} (NIC ports take no "
+                       "multi-slot packets yet)")
             return 1
         for note in self._notes(port) + frames.notes:
             report.log("main", 2985, note)
@@ -243,16 +251,20 @@ class Run:
         sys.stdout.flush()
 
 
-def _sysfs(port: Port, attr: str) -> str | None:
-    """An attribute of the OS interface behind a NIC port (Linux sysfs), else None."""
-    spec = port.spec
-    if spec.is_pipe() or spec.is_vale() or spec.prefix != "netmap":
-        return None
+def _iface(port: Port) -> tuple[str | None, int | None]:
+    """(MAC, MTU) of the OS interface behind a NIC port, else (None, None).
+
+    Asked of the kernel in this thread's network namespace (sysfs may show another).
+    """
+    if port.engine is None:
+        return None, None
+    from ...linux import ifinfo
+
     try:
-        with open(f"/sys/class/net/{spec.port}/{attr}") as f:
-            return f.read().strip()
-    except OSError:
-        return None
+        mac = ":".join(f"{b:02x}" for b in ifinfo.mac(port.spec.port))
+        return mac, ifinfo.mtu(port.spec.port)
+    except (NetmapError, OSError):
+        return None, None
 
 
 def _addr(r: Any) -> str:
