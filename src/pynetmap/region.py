@@ -6,9 +6,10 @@ One region per memory id, one shared-memory segment per region, laid out as::
 
 The if, ring and buffer pools keep netmap's binary layout, so ring
 ``buf_ofs`` and buffer indices mean what they mean in netmap.  The buffer
-pool starts on a page boundary and its buffers are ``buf_size`` (2048) bytes
-apart, so the pool can be registered as an AF_XDP UMEM as it is (buffer
-index i == UMEM address i * 2048).  Indices 0 and 1 are never handed out.
+pool starts ``Geometry.lead`` bytes after a page boundary (0, or 256 for an
+interface's region) and its buffers are ``buf_size`` (2048) bytes apart, so
+the page-aligned area from there registers as an AF_XDP UMEM whose chunk i
+(address i * 2048) is buffer i.  Indices 0 and 1 are never handed out.
 
 Pool *bookkeeping* (which byte ranges of the if and ring pools are used)
 lives in the registry (control path); the buffer bitmap lives in the region
