@@ -39,3 +39,11 @@ def veth(_netns_session: None) -> Iterator[netns.VethPair]:
     """Two namespaces joined by a veth pair (see tests/netns.py); always deleted after."""
     with netns.veth_pair() as pair:
         yield pair
+
+
+@pytest.fixture(params=["xdp", "packet"])
+def engine(request: pytest.FixtureRequest, _netns_session: None) -> str:
+    """Each NIC engine in turn: AF_XDP (skipped without CAP_BPF), AF_PACKET."""
+    if request.param == "xdp":
+        netns.require_privileges(bpf=True)
+    return request.param

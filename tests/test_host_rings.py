@@ -25,14 +25,6 @@ from pynetmap.kring import spans
 
 pytest.importorskip("pyroute2")
 
-ENGINES = ["xdp", "packet"]
-
-
-@pytest.fixture(params=ENGINES)
-def engine(request: pytest.FixtureRequest, _netns_session: None) -> str:
-    if request.param == "xdp":
-        netns.require_privileges(bpf=True)
-    return request.param
 
 
 def _addrs(ns: str) -> dict[str, list[str]]:

@@ -27,14 +27,6 @@ pytest.importorskip("pyroute2")
 
 K = 400  # frames per test
 TIMEOUT = 5.0
-ENGINES = ["xdp", "packet"]
-
-
-@pytest.fixture(params=ENGINES)
-def engine(request: pytest.FixtureRequest, _netns_session: None) -> str:
-    if request.param == "xdp":
-        netns.require_privileges(bpf=True)
-    return request.param
 
 
 def _send_all(port: pynetmap.Port, frames: list[bytes]) -> int:

@@ -42,6 +42,7 @@ from ..errors import NetmapError
 from ..port import POLLERR, POLLHUP, POLLIN, POLLOUT, Port
 from ..ring import Ring
 from .pktgen import report
+from .pktgen.options import UsageError, _int  # pkt-gen's command-line rules
 
 GETOPT = "hb:ci:vw:LT:"
 LONG = ["duration="]
@@ -75,10 +76,6 @@ netmap bridge program: forward packets between two netmap ports
 """
 
 
-class UsageError(Exception):
-    """The command line cannot be used; ``main`` prints it with the usage text."""
-
-
 @dataclass
 class Config:
     """What the command line asks for, after netmap's corrections."""
@@ -94,13 +91,6 @@ class Config:
     help: bool = False
     #: netmap's D() lines about the options, (source line, text), printed at start
     notes: list[tuple[int, str]] = field(default_factory=list)
-
-
-def _int(opt: str, v: str) -> int:
-    try:
-        return int(v, 0)
-    except ValueError:
-        raise UsageError(f"option {opt} needs a number, got {v!r}") from None
 
 
 def parse(argv: list[str]) -> Config:
