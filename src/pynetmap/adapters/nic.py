@@ -139,10 +139,10 @@ def _region_for(state: State, key: str, nq: int, slots: tuple[int, int], mem_id:
                               "AF_XDP (open the interface first, then share its region)")
         return region
     tx_s, rx_s = slots
-    # every queue and the host pair: TX ring, RX ring, as many spare fill buffers; twice,
-    # so a second process (pkt-gen -p) or a reopen finds room
+    # every queue and the host pair: TX ring, RX ring and its backlog, whichever
+    # processes open them.  Each AF_XDP socket pins the whole pool, so no more.
     per_pair = tx_s + (1 + RX_BACKLOG) * rx_s
-    nbufs = 2 + 2 * (nq + 1) * per_pair + extra + 4096
+    nbufs = 2 + (nq + 1) * per_pair + extra + 4096
     ring_bytes = 4 * (nq + 1) * (max(tx_s, rx_s) * 16 + 512)
     geom = R.Geometry(if_pool_size=1 << 20, ring_pool_size=max(4 << 20, ring_bytes),
                       nbufs=nbufs, lead=256)
