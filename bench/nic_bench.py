@@ -17,9 +17,11 @@ a Python per-packet AF_PACKET ``send()`` loop, and scapy ``sendp`` (``--scapy-co
 frames; its own send time is the window).  Ratios are against trafgen, or against the
 per-packet socket when trafgen is missing.
 
-RX (receiver in A on another core): trafgen in B (else the per-packet socket loop)
-offers the same load to every receiver: ``--rx-count`` frames (default 1e6 x seconds)
-as fast as it goes (``--rx-rate`` pps: trafgen's slower rate mode), bounded in time.
+RX (receiver in A on another core): ``--rx-sender`` in B -- pynetmap ``pkt-gen -f tx``
+over AF_XDP (default, the fastest sender here) or trafgen -- offers the same load to
+every receiver: ``--rx-count`` frames (default 1e6 x seconds) as fast as it goes, or at
+``--rx-rate`` pps, bounded in time.  veth does the receiver's kernel work on the
+sender's core, so "as fast as it goes" depends on the receiving path.
 Offered = pnm1's ``tx_packets`` delta (frames veth handed to A), received = the
 receiver's own count, drops = offered - received, Mpps = received / sending time.
 Receivers: ``pkt-gen -f rx`` (xdp, packet) and a per-packet AF_PACKET ``recv()`` loop.
@@ -314,14 +316,18 @@ def trafgen_argv(ns: str, ifname: str, conf: str, cpu: int, count: int,
 
 
 def pktgen_argv(pair: netns.VethPair, cpu: int, function: str, count: int,
-                a_to_b: bool = True) -> list[str]:
+                a_to_b: bool = True, rate: int = 0) -> list[str]:
+    """pkt-gen on pnm0 in A (``a_to_b``: frames A -> B), or on pnm1 in B (B -> A)."""
     src, dst = (pair.addr_a, pair.addr_b) if a_to_b else (pair.addr_b, pair.addr_a)
     smac, dmac = (pair.mac_a, SINK_MAC) if a_to_b else (pair.mac_b, pair.mac_a)
-    return in_ns(pair.ns_a, cpu, sys.executable, "-m", "pynetmap", "pkt-gen",
-                 "-i", f"netmap:{pair.if_a}", "-f", function, "-l", str(FRAME), "-b", "512",
+    in_b = function == "tx" and not a_to_b
+    ns, ifname = (pair.ns_b, pair.if_b) if in_b else (pair.ns_a, pair.if_a)
+    return in_ns(ns, cpu, sys.executable, "-m", "pynetmap", "pkt-gen",
+                 "-i", f"netmap:{ifname}", "-f", function, "-l", str(FRAME), "-b", "512",
                  "-T", "1000", "-w", "1", "-n", str(count),
                  "-s", f"{src}:{SPORT}", "-d", f"{dst}:{DPORT}",
-                 "-S", _mac(smac), "-D", _mac(dmac), "--json")
+                 "-S", _mac(smac), "-D", _mac(dmac), "--json",
+                 *(["-R", str(rate)] if rate else []))
 
 
 def run_tx(peer: str, pair: netns.VethPair, a: argparse.Namespace, frame: bytes,
@@ -366,14 +372,29 @@ def run_tx_scapy(pair: netns.VethPair, a: argparse.Namespace, frame: bytes) -> d
 def rx_cpus(a: argparse.Namespace) -> tuple[int, int]:
     """(sender core, receiver core) for RX.  trafgen's rate mode (-b) has one sender,
     which it pins to cpu 0 itself; otherwise the sender is on --cpu."""
-    send = 0 if a.rx_rate and shutil.which("trafgen") else a.cpu
+    send = 0 if a.rx_rate and a.rx_sender == "trafgen" else a.cpu
     return send, (1 if send == 0 else 0) if (os.cpu_count() or 1) > 1 else 0
 
 
+def steer_rx(pair: netns.VethPair, cpu: int) -> None:
+    """RPS: A's stack work for received frames on the receiver's core, as a NIC's IRQ would.
+
+    Without it veth runs A's whole receive path on the sender's core, and a costly
+    receiving path would slow the offered load down instead of showing drops.  XDP
+    (the AF_XDP receiver) runs before RPS, on the sender's core either way.
+    """
+    path = f"/sys/class/net/{pair.if_a}/queues/rx-0/rps_cpus"
+    subprocess.run(["ip", "netns", "exec", pair.ns_a, "sh", "-c",
+                    f"echo {1 << cpu:x} > {path}"], check=True, timeout=10)
+
+
 def offer(pair: netns.VethPair, a: argparse.Namespace, frame: bytes, conf: str | None) -> dict:
-    """Send --rx-count frames B -> A (trafgen, else the socket loop), bounded in time."""
+    """Send --rx-count frames B -> A (--rx-sender, else the socket loop), bounded in time."""
     cpu = rx_cpus(a)[0]
-    if conf is not None:
+    if a.rx_sender == "pktgen":
+        proc = Proc(pktgen_argv(pair, cpu, "tx", a.rx_count, a_to_b=False, rate=a.rx_rate),
+                    env=child_env(PYNETMAP_ENGINE="xdp"))
+    elif conf is not None:
         proc = Proc(trafgen_argv(pair.ns_b, pair.if_b, conf, cpu, a.rx_count, a.rx_rate))
     else:
         proc = Proc(in_ns(pair.ns_b, cpu, sys.executable, os.path.abspath(__file__),
@@ -464,9 +485,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="core of every sender (default 1)")
     ap.add_argument("--rx-count", type=int, default=None,
                     help="frames offered to each receiver (default 1e6 x --seconds)")
+    ap.add_argument("--rx-sender", choices=("pktgen", "trafgen"), default="pktgen",
+                    help="what offers the RX load: pynetmap pkt-gen tx over AF_XDP (default: "
+                    "the fastest sender here) or trafgen")
     ap.add_argument("--rx-rate", type=int, default=0,
-                    help="trafgen -b pps for the offered load (default 0: as fast as it "
-                    "goes; its rate mode is slow, ~0.3 Mpps here, and pins it to cpu 0)")
+                    help="pps for the offered load (default 0: as fast as it goes; trafgen's "
+                    "rate mode is slow, ~0.3 Mpps here, and pins it to cpu 0)")
+    ap.add_argument("--no-rps", action="store_true",
+                    help="leave A's receive work on the sender's core (veth's default)")
     ap.add_argument("--rx-warmup", type=float, default=4.0,
                     help="s to let pkt-gen rx start before the load")
     ap.add_argument("--scapy-count", type=int, default=20000)
@@ -513,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
                     except (RuntimeError, OSError, subprocess.SubprocessError,
                             ValueError) as e:
                         tx[peer] = {"error": str(e)}
+                if "rx" not in skip and not a.no_rps:
+                    steer_rx(pair, rx_cpus(a)[1])
                 for peer in RX_PEERS if "rx" not in skip else ():
                     if peer in skip:
                         continue
@@ -557,8 +585,9 @@ def report(a: argparse.Namespace, tx: dict, rx: dict, have_trafgen: bool) -> Non
                              r.get("missing") or "FAILED: " + r["error"]])
         print(table(["sender", "counted", "s", "Mpps", f"x {base_name}"], rows))
     if rx:
-        load = (f"trafgen -b {a.rx_rate}pps" if have_trafgen and a.rx_rate else
-                "trafgen, as fast as it goes," if have_trafgen else "Python send() loop")
+        rate = f"at {a.rx_rate} pps" if a.rx_rate else "as fast as it goes,"
+        load = (f"pynetmap pkt-gen tx (xdp) {rate}" if a.rx_sender == "pktgen" else
+                f"trafgen {rate}" if have_trafgen else "Python send() loop")
         snd, rcv = rx_cpus(a)
         print(f"\nRX: pnm1 (B) -> pnm0 (A): {a.rx_count} frames offered by {load} on cpu "
               f"{snd}, receiver on cpu {rcv}; offered = pnm1 tx_packets delta, "
@@ -574,6 +603,7 @@ def report(a: argparse.Namespace, tx: dict, rx: dict, have_trafgen: bool) -> Non
                 rows.append([rnames[peer], "-", "-", "-", "-", "FAILED: " + r["error"]])
         print(table(["receiver", "received", "offered", "drops", "Mpps", "note"], rows))
     data = {"seconds": a.seconds, "frame": FRAME, "cpu": a.cpu, "rx_rate": a.rx_rate,
+            "rx_sender": a.rx_sender,
             "rx_count": a.rx_count,
             "baseline": base_name, "trafgen": shutil.which("trafgen"), "tx": tx, "rx": rx}
     if a.json:
