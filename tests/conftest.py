@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 
@@ -28,10 +29,23 @@ def _private_registry() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def _netns_session() -> None:
-    """Once per session: skip without privileges, else sweep namespaces of dead runs."""
+def _netns_session() -> Iterator[None]:
+    """Once per session: skip without privileges, else sweep namespaces of dead runs.
+
+    Afterwards, a safety net: no XDP program of ours may be left on an interface of
+    the host's own namespace (tests only ever attach inside their namespaces).
+    """
     netns.require_privileges()
     netns.sweep_stale()
+    before = netns.root_xdp_programs()
+    yield
+    leaked = {k: v for k, v in netns.root_xdp_programs().items()
+              if v == "pynetmap_xsk" and k not in before}
+    if leaked:
+        for ifname in leaked:
+            subprocess.run(["ip", "link", "set", "dev", ifname, "xdp", "off"], timeout=10)
+        pytest.fail(f"tests left pynetmap XDP programs on host interfaces {sorted(leaked)} "
+                    "(removed)")
 
 
 @pytest.fixture

@@ -191,6 +191,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def root_xdp_programs() -> dict[str, str]:
+    """Interfaces of the calling thread's namespace with an XDP program: name -> program."""
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True,
+                         check=True, timeout=10).stdout
+    return {link["ifname"]: link["xdp"].get("prog", {}).get("name", "?")
+            for link in json.loads(out) if "xdp" in link}
+
+
 def sweep_stale() -> list[str]:
     """Delete ``pnm-<pid>-*`` namespaces whose creating process is gone; their names."""
     try:
