@@ -167,9 +167,15 @@ class Run:
             if cfg.nthreads == 1:
                 self._start_thread(port, frames)
             else:
-                port.close()
-                port = None  # type: ignore[assignment]
+                if port.engine is not None:  # a NIC queue takes one port: free them first
+                    port.close()
                 self._start_processes()
+                if port.engine is None:
+                    # A pipe end whose last holder closes reads as gone (POLLHUP) to the
+                    # peer: hold it until every worker holds its ring.
+                    self._wait_opened()
+                    port.close()
+                port = None  # type: ignore[assignment]
             self._report_loop()
         finally:
             for w in self.workers:
@@ -200,11 +206,20 @@ class Run:
         from ...names import parse
 
         spec = parse(cfg.ifname)
+        self.opened = [ctx.Event() for _ in range(cfg.nthreads)]
         for i in range(cfg.nthreads):
             name = str(spec.with_ring(NR_REG_ONE_NIC, i))
-            p = ctx.Process(target=_child, args=(cfg, i, name, shared, self.cancel), daemon=True)
+            p = ctx.Process(target=_child, args=(cfg, i, name, shared, self.cancel,
+                                                 self.opened[i]), daemon=True)
             p.start()
             self.workers.append(p)
+
+    def _wait_opened(self, timeout: float = 30.0) -> None:
+        """Until every worker process has opened its port (or failed, or died)."""
+        deadline = time.monotonic() + timeout
+        for ev, p in zip(self.opened, self.workers, strict=True):
+            while not ev.wait(0.05) and p.is_alive() and time.monotonic() < deadline:
+                pass
 
     # -- reports -------------------------------------------------------------------------
     def _alive(self) -> bool:
@@ -291,7 +306,8 @@ def _run_worker(w: Worker) -> None:
             w.stop()
 
 
-def _child(cfg: O.Config, tid: int, name: str, shared: Any, cancel: Any) -> None:
+def _child(cfg: O.Config, tid: int, name: str, shared: Any, cancel: Any,
+           opened: Any) -> None:
     """A ``-p`` worker process: its own ring of the port, its row of the counters."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent tells us through ``cancel``
     stats = np.frombuffer(shared, np.float64).reshape(cfg.nthreads, NCOUNTERS)[tid]
@@ -301,6 +317,8 @@ def _child(cfg: O.Config, tid: int, name: str, shared: Any, cancel: Any) -> None
         report.log("main", 3005, f"Unable to open {name}: {e}")
         stats[DONE] = 1
         return
+    finally:
+        opened.set()
     with port:
         if cfg.busy:
             port.spin_us = math.inf
