@@ -319,7 +319,8 @@ class NicAdapter:
                 prog.set(0 if on_host else q, queue.fileno())
                 if not on_host:
                     self._bound.append(q)
-            self.mode = queue.mode
+            if not on_host or not nic:  # the NIC's mode, where the port has NIC rings
+                self.mode = queue.mode
             self.max_frame = min(self.max_frame, queue.max_frame)
 
     def _queue(self, ifname: str, q: int, tx: Ring | None, rx: Ring | None,
