@@ -137,3 +137,18 @@ def test_pipe_follows_the_model(actions):
                     tx.slot_buf_idx[s] = {"idx0": 0, "idx1": 1, "idxbig": nbufs}[how]
                     tx.slot_flags[s] = 0
         assert np.all(rx.slot_buf_idx < nbufs)
+
+
+def test_circular_gather_scatter_and_buf_changed_clear() -> None:
+    from pynetmap.constants import NS_BUF_CHANGED, NS_MOREFRAG
+    from pynetmap.kring import clear_buf_changed, gather, scatter
+
+    n = 8
+    col = np.arange(n, dtype=np.uint32)
+    assert gather(col, 6, 2, n).tolist() == [6, 7, 0, 1]  # wraps
+    assert gather(col, 2, 5, n).tolist() == [2, 3, 4]
+    scatter(col, 6, np.array([60, 70, 80], np.uint32), n)
+    assert col.tolist() == [80, 1, 2, 3, 4, 5, 60, 70]
+    flags = np.full(n, NS_BUF_CHANGED | NS_MOREFRAG, np.uint16)
+    clear_buf_changed(flags, 7, 1, n)
+    assert flags.tolist() == [NS_MOREFRAG] + [NS_BUF_CHANGED | NS_MOREFRAG] * 6 + [NS_MOREFRAG]

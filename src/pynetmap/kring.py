@@ -18,6 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .constants import NS_BUF_CHANGED
+
+#: a slot's flags without NS_BUF_CHANGED, which a sync clears once it has seen it
+NOT_BUF_CHANGED = np.uint16(0xFFFF ^ NS_BUF_CHANGED)
+
 # Words of the kring block (uint32 each).
 K_HWCUR = 0
 K_HWTAIL = 1
@@ -87,3 +92,23 @@ def distance(a: int, b: int, n: int) -> int:
     """Slots from ``a`` forward to ``b`` on an n-slot ring."""
     d = b - a
     return d + n if d < 0 else d
+
+
+def gather(column: np.ndarray, a: int, b: int, n: int) -> np.ndarray:
+    """``column`` (a slot field) over the circular range ``[a, b)``, as one array (a copy)."""
+    parts = [column[s] for s in spans(a, b, n)]
+    return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+
+def scatter(column: np.ndarray, a: int, values: np.ndarray, n: int) -> None:
+    """Store ``values`` into the circular range of ``len(values) < n`` slots from ``a``."""
+    at = 0
+    for s in spans(a, (a + len(values)) % n, n):
+        column[s] = values[at:at + s.stop - s.start]
+        at += s.stop - s.start
+
+
+def clear_buf_changed(flags: np.ndarray, a: int, b: int, n: int) -> None:
+    """Clear ``NS_BUF_CHANGED`` in the circular range ``[a, b)`` of a ring's flags."""
+    for s in spans(a, b, n):
+        np.bitwise_and(flags[s], NOT_BUF_CHANGED, out=flags[s])

@@ -119,6 +119,16 @@ class Port:
         """Walk the extra-buffer list from ``ni_bufs_head`` (spec §2.7)."""
         return walk_list(self.region, self.bufs_head, self.region.nbufs)
 
+    @property
+    def tx_resync_s(self) -> float | None:
+        """How long a wait for TX room on :meth:`fileno` may last before syncing again.
+
+        None for software ports, whose peer kicks ``fileno()`` when it frees
+        slots.  Kernel-backed ports (NIC) get no wake-up when frames complete,
+        so a waiter for POLLOUT must come back after this many seconds.
+        """
+        return getattr(self.adapter, "tx_resync_s", None)
+
     def fileno(self) -> int:
         """An fd that becomes readable when a ring we wait on gets something.
 
@@ -303,6 +313,8 @@ class Port:
             loop.add_reader(self.fileno(), _wake, fut)
             try:
                 left = MAX_SLEEP if deadline is None else min(MAX_SLEEP, deadline - loop.time())
+                if events & (POLLOUT | POLLWRNORM) and self.tx_resync_s is not None:
+                    left = min(left, self.tx_resync_s)
                 await asyncio.wait_for(fut, max(0.0, left))
             except asyncio.TimeoutError:
                 if deadline is not None and loop.time() >= deadline:

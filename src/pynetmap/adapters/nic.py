@@ -49,7 +49,7 @@ from ..constants import (
     NS_FORWARD,
 )
 from ..errors import NetmapError
-from ..kring import K_HWCUR
+from ..kring import K_HWCUR, gather
 from ..names import PortSpec
 from ..port import Port
 from ..registry import State, new_mem_id, on_release, release_open, transaction
@@ -63,7 +63,7 @@ ENGINES = ("auto", "xdp", "packet")
 #: AF_XDP: received frames the kernel may queue beyond a full netmap RX ring, in rings
 RX_BACKLOG = 8
 #: TX waits are short: AF_XDP completions arrive without a wake-up
-TX_WAIT = 0.0005
+TX_RESYNC_S = 0.0005
 
 
 def _netns() -> int:
@@ -291,6 +291,8 @@ class NicAdapter:
         self._poll = select.poll()
         self._epoll: select.epoll | None = None
         self._bound: list[int] = []
+        #: see ``Port.tx_resync_s``
+        self.tx_resync_s = TX_RESYNC_S
 
     # -- set-up ------------------------------------------------------------------------
     def start(self, tx: list[Ring], rx: list[Ring], spares: dict[int, np.ndarray],
@@ -375,8 +377,6 @@ class NicAdapter:
         TX ring on the destination (netmap swaps into the NIC TX rings; a copy
         keeps the NIC TX rings the application's alone).
         """
-        from ..linux.xdp_queue import gather
-
         n, hwcur = ring.num_slots, ring._k[K_HWCUR]
         fl = gather(ring.slot_flags, hwcur, head, n)
         sel = np.flatnonzero(fl & NS_FORWARD)
@@ -423,7 +423,7 @@ class NicAdapter:
 
     def wait(self, timeout: float, want_tx: bool) -> None:
         """Sleep until a queue has frames (or, for TX, briefly: completions need no wake-up)."""
-        self._poll.poll(1000 * (min(timeout, TX_WAIT) if want_tx else timeout))
+        self._poll.poll(1000 * (min(timeout, self.tx_resync_s) if want_tx else timeout))
 
     def statistics(self) -> dict[int, dict[str, int]]:
         """Kernel drop counters of every queue (XDP_STATISTICS / PACKET_STATISTICS)."""

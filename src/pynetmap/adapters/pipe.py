@@ -42,11 +42,10 @@ from ..constants import (
     NR_RX_RINGS_ONLY,
     NR_TX,
     NR_TX_RINGS_ONLY,
-    NS_BUF_CHANGED,
     NS_MOREFRAG,
 )
 from ..errors import NetmapError
-from ..kring import K_HWCUR, K_HWTAIL, bad_slots, distance, spans
+from ..kring import K_HWCUR, K_HWTAIL, NOT_BUF_CHANGED, bad_slots, distance, spans
 from ..names import PortSpec
 from ..port import Port, SlotError
 from ..registry import State, new_mem_id, on_release, release_open, transaction
@@ -57,7 +56,6 @@ DEFAULT_SLOTS = 1024
 #: buffers of a new parent region: room for 64 default pipes plus extras
 DEFAULT_REGION_BUFS = 2 + NM_MAXPIPES * 2 * DEFAULT_SLOTS + 4096
 _PEER = {"master": "slave", "slave": "master"}
-_NOT_BUF_CHANGED = np.uint16(0xFFFF ^ NS_BUF_CHANGED)
 
 
 def _limit(what: str, v: int, default: int, top: int) -> int:
@@ -238,14 +236,14 @@ class PipeAdapter:
             if bi < 2 or bi >= self.nbufs or ln > ring.buf_size:
                 raise SlotError(f"slot {hwcur} holds an invalid buffer or length")
             peer.raw[hwcur] = ring.raw[hwcur]
-            ring.slot_flags[hwcur] &= _NOT_BUF_CHANGED
+            ring.slot_flags[hwcur] &= NOT_BUF_CHANGED
             return
         for s in spans(hwcur, head, ring.num_slots):
             if bad_slots(ring.slot_buf_idx[s], ring.slot_len[s], self.nbufs, ring.buf_size):
                 raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or length")
         for s in spans(hwcur, head, ring.num_slots):
             peer.raw[s] = ring.raw[s]
-            np.bitwise_and(ring.slot_flags[s], _NOT_BUF_CHANGED, out=ring.slot_flags[s])
+            np.bitwise_and(ring.slot_flags[s], NOT_BUF_CHANGED, out=ring.slot_flags[s])
 
     @staticmethod
     def _complete_until(ring: Ring, start: int, head: int) -> int:

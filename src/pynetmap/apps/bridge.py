@@ -346,6 +346,9 @@ class Bridge:
                     timeout = min(timeout, deadline - now)
                 if self.verbose:
                     timeout = min(timeout, next_report - now)
+                for p, ev in ((pa, ev_a), (pb, ev_b)):
+                    if ev & POLLOUT and p.tx_resync_s is not None:
+                        timeout = min(timeout, p.tx_resync_s)  # no wake-up for TX room
                 fds: list[Any] = [self._stop_r]
                 fds += [p.fileno() for p, ev in ((pa, ev_a), (pb, ev_b)) if ev]
                 ready, _, _ = select.select(fds, [], [], max(0.0, timeout))

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kring import K_HWCUR, K_HWTAIL, distance
+from ..kring import K_HWCUR, K_HWTAIL, clear_buf_changed, distance, gather, scatter
 from ..port import SlotError
 from ..region import Region
 from ..ring import Ring
 from .tpacket import PacketSocket
-from .xdp_queue import check_tx, clear_buf_changed, gather, scatter
+from .xdp_queue import tx_batch
 
 
 class PacketQueue:
@@ -51,13 +51,11 @@ class PacketQueue:
         k, n = ring._k, ring.num_slots
         hwcur = k[K_HWCUR]
         if head != hwcur:
-            check_tx(ring, hwcur, head, self.nbufs, self.max_frame)
-            idx = gather(ring.slot_buf_idx, hwcur, head, n)
-            lens = gather(ring.slot_len, hwcur, head, n)
+            idx, lens = tx_batch(ring, hwcur, head, self.nbufs, self.max_frame)
             taken = self.sock.tx.produce(self.bufs, lens, rows=idx)
             if taken:
                 end = (hwcur + taken) % n
-                clear_buf_changed(ring, hwcur, end)
+                clear_buf_changed(ring.slot_flags, hwcur, end, n)
                 k[K_HWCUR] = hwcur = end
         if self.sock.tx.in_flight():
             self.sock.kick()
@@ -67,7 +65,7 @@ class PacketQueue:
         k, n = ring._k, ring.num_slots
         hwcur = k[K_HWCUR]
         if head != hwcur:
-            clear_buf_changed(ring, hwcur, head)
+            clear_buf_changed(ring.slot_flags, hwcur, head, n)
             k[K_HWCUR] = hwcur = head
         hwtail = k[K_HWTAIL]
         room = n - 1 - distance(hwcur, hwtail, n)

@@ -24,34 +24,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import NS_BUF_CHANGED, NS_MOREFRAG
-from ..kring import K_HWCUR, K_HWTAIL, bad_slots, distance, spans
+from ..constants import NS_MOREFRAG
+from ..kring import (
+    K_HWCUR,
+    K_HWTAIL,
+    bad_slots,
+    clear_buf_changed,
+    distance,
+    gather,
+    scatter,
+    spans,
+)
 from ..port import SlotError
 from ..region import Region
 from ..ring import Ring
 from .xsk import XDP_PACKET_HEADROOM, XskSocket
 
-_NOT_BUF_CHANGED = np.uint16(0xFFFF ^ NS_BUF_CHANGED)
 MIN_FRAME = 14
 
 
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
-
-
-def gather(column: np.ndarray, a: int, b: int, n: int) -> np.ndarray:
-    """``column`` over the circular slot range ``[a, b)``, as one array (a copy)."""
-    parts = [column[s] for s in spans(a, b, n)]
-    return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
-
-
-def scatter(column: np.ndarray, a: int, values: np.ndarray, n: int) -> None:
-    """Store ``values`` into the circular slot range starting at ``a``."""
-    k = len(values)
-    first = min(k, n - a)
-    column[a:a + first] = values[:first]
-    if k > first:
-        column[:k - first] = values[first:]
 
 
 def check_tx(ring: Ring, hwcur: int, head: int, nbufs: int, max_frame: int) -> None:
@@ -71,9 +64,12 @@ def check_tx(ring: Ring, hwcur: int, head: int, nbufs: int, max_frame: int) -> N
                             "not supported on NIC ports yet")
 
 
-def clear_buf_changed(ring: Ring, a: int, b: int) -> None:
-    for s in spans(a, b, ring.num_slots):
-        np.bitwise_and(ring.slot_flags[s], _NOT_BUF_CHANGED, out=ring.slot_flags[s])
+def tx_batch(ring: Ring, hwcur: int, head: int, nbufs: int,
+             max_frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """(buffer indices, lengths) of the slots ``[hwcur, head)`` a txsync sends, checked."""
+    check_tx(ring, hwcur, head, nbufs, max_frame)
+    n = ring.num_slots
+    return gather(ring.slot_buf_idx, hwcur, head, n), gather(ring.slot_len, hwcur, head, n)
 
 
 class XdpQueue:
@@ -109,13 +105,12 @@ class XdpQueue:
         k, n = ring._k, ring.num_slots
         hwcur = k[K_HWCUR]
         if head != hwcur:
-            check_tx(ring, hwcur, head, self.nbufs, self.max_frame)
-            idx = gather(ring.slot_buf_idx, hwcur, head, n).astype(np.uint64)
-            lens = gather(ring.slot_len, hwcur, head, n)
-            addr = (idx << np.uint64(self.shift)) + np.uint64(XDP_PACKET_HEADROOM)
+            idx, lens = tx_batch(ring, hwcur, head, self.nbufs, self.max_frame)
+            addr = (idx.astype(np.uint64) << np.uint64(self.shift)) + np.uint64(
+                XDP_PACKET_HEADROOM)
             sent = self.sock.tx.produce(addr, lens)
             assert sent == len(idx), "XSK TX ring smaller than the netmap ring"
-            clear_buf_changed(ring, hwcur, head)
+            clear_buf_changed(ring.slot_flags, hwcur, head, n)
             self.in_flight += sent
             k[K_HWCUR] = hwcur = head
         if self.sock.tx.pending():
@@ -131,7 +126,7 @@ class XdpQueue:
             idx = gather(ring.slot_buf_idx, hwcur, head, n)
             if idx.min() < 2 or idx.max() >= self.nbufs:
                 raise SlotError(f"released slots {hwcur}..{head} hold an invalid buffer")
-            clear_buf_changed(ring, hwcur, head)
+            clear_buf_changed(ring.slot_flags, hwcur, head, n)
             given = self.sock.fill.produce(idx.astype(np.uint64) << np.uint64(self.shift))
             assert given == len(idx), "fill ring smaller than the buffers it serves"
             k[K_HWCUR] = hwcur = head
