@@ -180,7 +180,7 @@ def _delete_ns(ns: str) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
-    # Not pynetmap.liveness: this module (and so conftest.py) must import even when the
+    # Not pynetmap.osl: this module (and so conftest.py) must import even when the
     # package under test does not.
     try:
         os.kill(pid, 0)

@@ -69,12 +69,13 @@ def test_tx_counted_by_the_kernel_and_byte_exact(veth: netns.VethPair, engine: s
 
     def body() -> tuple[int, str, str, int]:
         with pynetmap.open(f"netmap:{veth.if_a}", engine=engine) as port:
-            return _send_all(port, frames), port.engine, port.mode, port.max_frame
+            info = port.info()
+            return _send_all(port, frames), info.engine, info.mode, info.max_frame, info.mtu
 
-    sent, got_engine, mode, max_frame = netns.call(veth.ns_a, body, timeout=15)
+    sent, got_engine, mode, max_frame, mtu = netns.call(veth.ns_a, body, timeout=15)
     got = netns.recv_frames(sock, K)
     after = veth.link_stats("b")
-    assert (sent, got_engine, mode, max_frame) == (K, engine, "copy", 1792)
+    assert (sent, got_engine, mode, max_frame, mtu) == (K, engine, "copy", 1792, 1500)
     assert got == frames
     assert after["rx_packets"] - before["rx_packets"] == K
     assert after["rx_bytes"] - before["rx_bytes"] == sum(map(len, frames))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import pynetmap
 from pynetmap import RingError
-from pynetmap.kring import K_HWCUR, K_HWTAIL, rx_prologue, tx_prologue
+from pynetmap.kring import rx_prologue, tx_prologue
 
 N = 8
 
@@ -92,7 +92,7 @@ def test_pipe_follows_the_model(actions):
                 assert (tx.slot_buf_idx[badi] == 0).all() and (tx.slot_len[badi] == 0).all()
                 longl = ~badi & (before["len"] > 2048)
                 assert (tx.slot_len[longl] == 0).all()
-            assert tx._k[K_HWCUR] == t_hwcur and tx._k[K_HWTAIL] == t_hwtail
+            assert tx.kring.hwcur == t_hwcur and tx.kring.hwtail == t_hwtail
 
         def rx_sync():
             nonlocal r_hwcur
@@ -110,7 +110,7 @@ def test_pipe_follows_the_model(actions):
             for i in range(d(rx.head, rx.tail)):
                 s = (rx.head + i) % N
                 assert rx.slot_buf_idx[s] == sent_idx[s]
-            assert rx._k[K_HWCUR] == r_hwcur and rx._k[K_HWTAIL] == r_hwtail
+            assert rx.kring.hwcur == r_hwcur and rx.kring.hwtail == r_hwtail
 
         for act in actions:
             kind = act[0]

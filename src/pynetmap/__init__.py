@@ -17,7 +17,9 @@ batch API.
 from __future__ import annotations
 
 import errno
+from typing import Any
 
+from .adapter import PortInfo
 from .batch import SlotBatch, swap
 from .constants import *  # noqa: F403 - netmap's names, as in C
 from .constants import NR_MONITOR_RX, NR_MONITOR_TX, NR_ZCOPY_MON
@@ -25,6 +27,7 @@ from .errors import NetmapError, PeerGoneError
 from .names import PortNameError, PortSpec, parse
 from .port import POLLERR, POLLHUP, POLLIN, POLLOUT, Port, RingError
 from .ring import Ring
+from .wake import wait_any
 
 __version__ = "0.1.0"
 
@@ -53,7 +56,7 @@ def _conf(spec: PortSpec, kw: dict) -> dict:
     return conf
 
 
-def open(name: str, **conf: int) -> Port:  # noqa: A001 - netmap's verb
+def open(name: str, **conf: Any) -> Port:  # noqa: A001 - netmap's verb
     """Open and register a netmap port by name (``nmport_open``).
 
     ``name`` follows netmap's grammar (``netmap:eth0-1/T``, ``netmap:x{3``,
@@ -63,8 +66,9 @@ def open(name: str, **conf: int) -> Port:  # noqa: A001 - netmap's verb
     ``flags`` (extra ``NR_*`` flags such as ``NR_NO_TX_POLL``) and
     ``mem_id``.  Network interfaces (Linux) also take ``engine`` (``"auto"``,
     ``"xdp"``, ``"packet"``; default ``$PYNETMAP_ENGINE`` or auto) and
-    ``xdp_mode`` (``"auto"``, ``"zerocopy"``, ``"copy"``); the port's
-    ``engine`` and ``mode`` attributes say what was obtained.  Raises
+    ``xdp_mode`` (``"auto"``, ``"zerocopy"``, ``"copy"``); ``port.info()``
+    says what was obtained.  The port type is the first of
+    :data:`pynetmap.adapters.ADAPTERS` that takes the name.  Raises
     :class:`PortNameError` (a ``ValueError``) for a bad name and
     :class:`NetmapError` (an ``OSError``) when netmap would fail.
     """
@@ -72,46 +76,49 @@ def open(name: str, **conf: int) -> Port:  # noqa: A001 - netmap's verb
         raise TypeError(f"port name must be a str, not {type(name).__name__}")
     spec = parse(name)
     kw = dict(conf)
-    extra = kw.pop("extra_bufs", 0)
-    flags = kw.pop("flags", 0)
-    mem_id = kw.pop("mem_id", 0)
-    engine = kw.pop("engine", None)
-    xdp_mode = kw.pop("xdp_mode", "auto")
-    if xdp_mode not in ("auto", "zerocopy", "copy"):
-        raise ValueError(f"xdp_mode must be auto, zerocopy or copy, not {xdp_mode!r}")
-    for k, v in (("extra_bufs", extra), ("flags", flags), ("mem_id", mem_id)):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError(f"{k} must be an int, not {type(v).__name__}")
-        if v < 0:
-            raise ValueError(f"{k} must be >= 0, got {v}")
+    extra, flags, mem_id = _common(kw)
     c = _conf(spec, kw)
-    if kw:
-        raise TypeError(f"open() got unexpected keyword arguments: {', '.join(sorted(kw))}")
     if mem_id and spec.mem_id and mem_id != spec.mem_id:
         raise ValueError(f"mem_id={mem_id} conflicts with @{spec.mem_id} in {name!r}")
     c["mem_id"] = mem_id or spec.mem_id or _shared_mem_id(spec)
     flags |= spec.flags
     if flags & (NR_MONITOR_TX | NR_MONITOR_RX | NR_ZCOPY_MON):
         raise NetmapError(errno.EOPNOTSUPP, f"{name}: monitor ports are not implemented yet")
-    if spec.is_pipe():
-        from .adapters.pipe import open_pipe
+    from .adapters import adapter_for
+    from .register import open_port
 
-        return open_pipe(spec, c, extra, flags)
-    if spec.is_vale():
-        raise NetmapError(errno.EOPNOTSUPP, f"{name}: VALE switches are not implemented yet")
-    from .adapters.nic import open_nic
+    return open_port(adapter_for(spec), spec, c, extra, flags, kw)
 
-    return open_nic(spec, c, extra, flags, engine, xdp_mode)
+
+def _common(kw: dict) -> tuple[int, int, int]:
+    """``extra_bufs``, ``flags`` and ``mem_id``, checked (taken out of ``kw``)."""
+    out = []
+    for k in ("extra_bufs", "flags", "mem_id"):
+        v = kw.pop(k, 0)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{k} must be an int, not {type(v).__name__}")
+        if v < 0:
+            raise ValueError(f"{k} must be >= 0, got {v}")
+        out.append(v)
+    return out[0], out[1], out[2]
 
 
 def open_null(mem_id: int, name: str = "null", **conf: int) -> Port:
     """netmap's null port (``NR_REG_NULL``): rings in region ``mem_id``, syncs do nothing.
 
-    Keyword arguments: ``tx_rings``, ``rx_rings``, ``tx_slots``, ``rx_slots``.
+    Keyword arguments: ``tx_rings``, ``rx_rings``, ``tx_slots``, ``rx_slots``
+    (and ``rings``, ``slots``).
     """
-    from .adapters.null import open_null as _open_null
+    from .adapters import adapter_of_kind
+    from .register import open_port
 
-    return _open_null(mem_id, name, **conf)
+    spec = parse(f"netmap:null:{name}")
+    kw = dict(conf)
+    c = _conf(spec, kw)
+    if kw:
+        raise TypeError(f"open_null() got unexpected keyword arguments: {', '.join(sorted(kw))}")
+    c["mem_id"] = mem_id
+    return open_port(adapter_of_kind("null"), spec, c, 0, 0, {})
 
 
 def _shared_mem_id(spec: PortSpec) -> int:
@@ -136,4 +143,5 @@ def _shared_mem_id(spec: PortSpec) -> int:
 __all__ = [
     "open", "open_null", "Port", "Ring", "SlotBatch", "swap", "parse", "PortSpec", "PortNameError",
     "NetmapError", "PeerGoneError", "RingError", "POLLIN", "POLLOUT", "POLLERR", "POLLHUP",
+    "PortInfo", "wait_any",
 ]

@@ -12,7 +12,7 @@ import sys
 
 
 def _list() -> int:
-    from . import liveness
+    from . import osl
     from .registry import rundir, transaction
 
     with transaction() as state:
@@ -20,17 +20,17 @@ def _list() -> int:
         for mid, reg in sorted(state["regions"].items(), key=lambda x: int(x[0])):
             print(f"region {mid}: shared memory {reg['shm']}")
         for name, rec in sorted(state["ports"].items()):
-            opens = [f"{ep}:{o['pid']}{'' if liveness.alive(o['pid'], o['token']) else '(dead)'}"
+            opens = [f"{ep}:{o['pid']}{'' if osl.process_alive(o['pid'], o['token']) else '(dead)'}"
                      for ep in rec["endpoints"] for o in rec["endpoints"][ep]["opens"]]
             print(f"  {rec['kind']} {name} (region {rec['mem_id']}): {' '.join(opens)}")
     return 0
 
 
 def _clean() -> int:
-    from .registry import sweep, transaction
+    from .registry import transaction
 
     with transaction() as state:
-        n = sweep(state)
+        n = state["swept"]
     print(f"released {n} open(s) of dead processes")
     return 0
 

@@ -1,11 +1,16 @@
-"""The ring protocol's rules, with no I/O (spec §2.4, §2.5).
+"""The ring protocol: netmap's ``struct netmap_kring`` and its rules, with no I/O
+(spec §2.4, §2.5).
 
-Every port type shares these: the prologue that checks what the user wrote
-into ``head``/``cur`` before a sync, the re-initialisation of a ring the
-user corrupted, and the arithmetic of circular slot ranges.  The kernel
-side of each ring ("kring": ``hwcur``, ``hwtail``, ``rhead``, ``rcur``,
-``rtail``) is a block of 32-bit words in shared memory just before the
-ring, so that every process using the ring sees the same state.
+Every port type shares this one sync sequence -- **prologue** (check what
+the user wrote into ``head``/``cur``), **reinit** (reset a ring the user
+corrupted), the adapter's **sync** (the port type's part: move
+``hwcur``/``hwtail``), **finalize** (publish ``tail``) -- and the
+arithmetic of circular slot ranges.  A :class:`KRing` is the kernel side of
+one ring: a block of 32-bit words in the region, just before the ring, so
+that every process using the ring sees the same state.  It has two slots,
+as netmap's kring has: ``sync`` (the adapter's txsync/rxsync) and
+``notify`` (wake whoever waits on the ring).  A monitor or a switch hooks a
+ring by replacing them.
 
 One deliberate difference from netmap: when the prologue fails, netmap
 resets ``head``/``cur`` only if a value is out of ``[0, n)`` and otherwise
@@ -16,24 +21,257 @@ we always reset to ``head = cur = hwcur``, ``tail = hwtail``.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .constants import NS_BUF_CHANGED
+from . import layout as L
+from . import osl
+from .constants import NR_TX, NS_BUF_CHANGED
+
+if TYPE_CHECKING:
+    from .ring import Ring
 
 #: a slot's flags without NS_BUF_CHANGED, which a sync clears once it has seen it
 NOT_BUF_CHANGED = np.uint16(0xFFFF ^ NS_BUF_CHANGED)
 
-# Words of the kring block (uint32 each).
-K_HWCUR = 0
-K_HWTAIL = 1
-K_RHEAD = 2
-K_RCUR = 3
-K_RTAIL = 4
-K_NEED_KICK = 5  #: 1 while a waiter sleeps on this ring and wants a wake-up
-K_WAITER = 6  #: the waiter's wake-up address (UDP port on 127.0.0.1)
-K_KICKS = 7  #: wake-ups sent so far, so the waiter knows how many to drain
+# Words of the kring block (uint32 each); only this module indexes them.
+_HWCUR = 0
+_HWTAIL = 1
+_RHEAD = 2
+_RCUR = 3
+_RTAIL = 4
+_NEED_KICK = 5  # 1 while a waiter sleeps on this ring and wants a wake-up
+_WAITER = 6  # the waiter's doorbell address
+_KICKS = 7  # wake-ups sent so far, so the waiter knows how many to drain
+_HOLDERS = 8  # opens bound to this ring now (changed under the registry lock)
+_EVER = 9  # 1 once an open was bound to it (a peer that never came is not gone)
+_HOLDER_PID = 10  # one live holder, for a lock-free liveness check
+_HOLDER_TOKEN = 11  # and its identity token (two words)
 KRING_SIZE = 64
 
+#: ``sync(kring, head)``: the adapter's txsync or rxsync
+SyncFn = Callable[["KRing", int], None]
+
+
+class SlotError(Exception):
+    """Raised by an adapter's sync when slots it must pass on are invalid."""
+
+
+_fence_lock = threading.Lock()
+
+
+def _fence() -> None:
+    """A full memory barrier: a lock round trip is an atomic read-modify-write.
+
+    The waiter stores ``need_kick`` and then re-reads the ring; the peer
+    stores the ring indices and then reads ``need_kick``.  Without a barrier
+    between each side's store and load, a store buffer could let both miss
+    each other.
+    """
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+class KRing:
+    """The kernel side of one ring: named fields over the shared kring words."""
+
+    __slots__ = ("w", "hdr", "ring", "num_slots", "dir", "ringid", "nbufs", "buf_size",
+                 "sync", "notify", "seen_kicks", "peer")
+
+    def __init__(self, ring: Ring, words: memoryview, hdr: memoryview, nbufs: int) -> None:
+        self.w = words
+        self.hdr = hdr  # the user's netmap_ring header, as 32-bit words
+        self.ring = ring
+        self.num_slots: int = hdr[L.RW_NUM_SLOTS]
+        self.buf_size: int = hdr[L.RW_BUF_SIZE]
+        self.dir = ring.dir
+        self.ringid = ring.ringid
+        self.nbufs = nbufs
+        #: the adapter's sync for this ring; set when a port registers it
+        self.sync: SyncFn = _no_sync
+        #: wake the ring's waiter (default: the doorbell protocol of :mod:`pynetmap.wake`)
+        self.notify: Callable[[], None] = self.kick
+        self.seen_kicks: int = words[_KICKS]  # wake-ups already consumed
+        #: the kring this one exchanges slots with, for adapters that pair rings (pipes)
+        self.peer: KRing | None = None
+
+    # -- netmap's fields ---------------------------------------------------------------
+    @property
+    def hwcur(self) -> int:
+        return self.w[_HWCUR]
+
+    @hwcur.setter
+    def hwcur(self, v: int) -> None:
+        self.w[_HWCUR] = v
+
+    @property
+    def hwtail(self) -> int:
+        return self.w[_HWTAIL]
+
+    @hwtail.setter
+    def hwtail(self, v: int) -> None:
+        self.w[_HWTAIL] = v
+
+    @property
+    def rhead(self) -> int:
+        return self.w[_RHEAD]
+
+    @property
+    def rcur(self) -> int:
+        return self.w[_RCUR]
+
+    @property
+    def rtail(self) -> int:
+        return self.w[_RTAIL]
+
+    # -- the sync sequence -------------------------------------------------------------
+    def txsync(self) -> str | None:
+        """Prologue, the adapter's txsync, finalize; returns why the ring was reset, if so."""
+        w, h, n = self.w, self.hdr, self.num_slots
+        head, cur = h[L.RW_HEAD], h[L.RW_CUR]
+        if not tx_prologue(n, w[_HWCUR], w[_HWTAIL], w[_RHEAD], w[_RTAIL], head, cur):
+            return self.reinit(f"head {head} cur {cur}")
+        if h[L.RW_TAIL] != w[_RTAIL]:
+            h[L.RW_TAIL] = w[_RTAIL]  # the user wrote tail: restore it
+        w[_RHEAD] = head
+        w[_RCUR] = cur
+        try:
+            self.sync(self, head)
+        except SlotError as e:
+            return self.reinit(str(e))
+        h[L.RW_TAIL] = w[_RTAIL] = w[_HWTAIL]
+        return None
+
+    def rxsync(self) -> str | None:
+        """Prologue, the adapter's rxsync, finalize; returns why the ring was reset, if so."""
+        w, h, n = self.w, self.hdr, self.num_slots
+        head, cur = h[L.RW_HEAD], h[L.RW_CUR]
+        w[_RHEAD] = head
+        w[_RCUR] = cur
+        why = None
+        if not rx_prologue(n, w[_HWCUR], w[_HWTAIL], head, cur):
+            why = self.reinit(f"head {head} cur {cur}")
+        else:
+            try:
+                self.sync(self, head)
+            except SlotError as e:
+                why = self.reinit(str(e))
+        h[L.RW_TAIL] = w[_RTAIL] = w[_HWTAIL]
+        return why
+
+    def reinit(self, why: str) -> str:
+        """``netmap_ring_reinit``: sanitize every slot, reset head/cur/tail to the kernel's."""
+        fixed = sanitize_slots(self.ring.slot_buf_idx, self.ring.slot_len, self.nbufs,
+                               self.buf_size)
+        self.reset_user()
+        return f"{why}; ring reset ({fixed} slots sanitized)"
+
+    def reset_user(self) -> None:
+        """The user's view from the kernel's: ``head = cur = hwcur``, ``tail = hwtail``.
+
+        Also what a new holder of a ring nobody holds gets (a crashed
+        holder's ``head`` must not carry over).
+        """
+        w, h = self.w, self.hdr
+        h[L.RW_HEAD] = h[L.RW_CUR] = w[_RHEAD] = w[_RCUR] = w[_HWCUR]
+        h[L.RW_TAIL] = w[_RTAIL] = w[_HWTAIL]
+
+    def pending(self) -> bool:
+        """``cur != tail``: something for the user (RX) or room (TX)."""
+        return self.hdr[L.RW_CUR] != self.hdr[L.RW_TAIL]
+
+    # -- wake-ups (the doorbell protocol, see :mod:`pynetmap.wake`) ----------------------
+    def kick(self) -> None:
+        """Ring the waiter's doorbell if it asked for it (call after publishing)."""
+        _fence()
+        w = self.w
+        if w[_NEED_KICK]:
+            w[_NEED_KICK] = 0
+            if osl.ring(w[_WAITER]):
+                w[_KICKS] = (w[_KICKS] + 1) & 0xFFFFFFFF
+
+    def arm(self, address: int) -> None:
+        """Ask the other side to ring ``address`` on its next publish on this ring."""
+        self.w[_WAITER] = address
+        self.w[_NEED_KICK] = 1
+        _fence()
+
+    def disarm(self) -> None:
+        self.w[_NEED_KICK] = 0
+
+    def new_kicks(self) -> int:
+        """Wake-ups sent for this ring since the last call (datagrams to drain)."""
+        k = self.w[_KICKS]
+        d = (k - self.seen_kicks) & 0xFFFFFFFF
+        self.seen_kicks = k
+        return d
+
+    # -- holders (who uses the ring; control path) --------------------------------------
+    @property
+    def holders(self) -> int:
+        return self.w[_HOLDERS]
+
+    @property
+    def ever_held(self) -> bool:
+        return bool(self.w[_EVER])
+
+    def holder_gone(self) -> bool:
+        """True if the ring was held and its holder is gone (closed, or died unclosed).
+
+        Lock-free: a dead recorded holder may be one of several, so a caller
+        that sees True with ``holders`` still non-zero sweeps the registry
+        (which records a live holder, or zero) and asks again.
+        """
+        w = self.w
+        if not w[_EVER]:
+            return False
+        if not w[_HOLDERS]:
+            return True
+        token = w[_HOLDER_TOKEN] | w[_HOLDER_TOKEN + 1] << 32
+        return not osl.process_alive(w[_HOLDER_PID], token)
+
+    def __repr__(self) -> str:
+        d = "tx" if self.dir == NR_TX else "rx"
+        return (f"<KRing {d}{self.ringid} hwcur={self.hwcur} hwtail={self.hwtail} "
+                f"rhead={self.rhead} rcur={self.rcur} rtail={self.rtail}>")
+
+
+def _no_sync(kring: KRing, head: int) -> None:
+    raise SlotError("the ring is not registered")
+
+
+def init_words(words: np.ndarray, n: int, direction: int) -> None:
+    """A new ring's kring (spec §2.1): TX ``hwtail = n-1``; RX empty; nobody holds it."""
+    words[:] = 0
+    if direction == NR_TX:
+        words[_HWTAIL] = words[_RTAIL] = n - 1
+
+
+def kring_words(mem: np.ndarray, ofs: int) -> np.ndarray:
+    """The kring block of the ring at ``ofs`` of a region's memory, for the control path."""
+    return np.ndarray(KRING_SIZE // 4, np.uint32, buffer=mem, offset=ofs - KRING_SIZE)
+
+
+def set_holders(words: np.ndarray, count: int, pid: int = 0, token: int = 0) -> None:
+    """Record ``count`` holders of a ring, one of them ``pid``; under the registry lock."""
+    words[_HOLDERS] = count
+    words[_HOLDER_PID] = pid
+    words[_HOLDER_TOKEN] = token & 0xFFFFFFFF
+    words[_HOLDER_TOKEN + 1] = token >> 32 & 0xFFFFFFFF
+    if count:
+        words[_EVER] = 1
+
+
+def held_slots(words: np.ndarray, n: int) -> np.ndarray:
+    """Mask of an RX ring's slots from ``hwcur`` to ``hwtail`` (delivered, not released)."""
+    hwcur = int(words[_HWCUR])
+    return (np.arange(n) - hwcur) % n < distance(hwcur, int(words[_HWTAIL]), n)
+
+
+# -- the prologues (pure) ------------------------------------------------------------------
 
 def tx_prologue(n: int, hwcur: int, hwtail: int, rhead: int, rtail: int,
                 head: int, cur: int) -> bool:
@@ -81,8 +319,14 @@ def bad_slots(buf_idx: np.ndarray, lens: np.ndarray, nbufs: int, buf_size: int) 
     return bool(buf_idx.min() < 2 or buf_idx.max() >= nbufs or lens.max() > buf_size)
 
 
+# -- circular slot ranges ------------------------------------------------------------------
+
 def spans(a: int, b: int, n: int) -> tuple[slice, ...]:
-    """The circular slot range ``[a, b)`` of an n-slot ring as one or two slices."""
+    """The circular slot range ``[a, b)`` of an n-slot ring as one or two slices.
+
+    ``a == b`` is the empty range; a full ring is never named this way
+    (netmap keeps one slot free).
+    """
     if a <= b:
         return (slice(a, b),)
     return (slice(a, n), slice(0, b))
@@ -96,8 +340,8 @@ def distance(a: int, b: int, n: int) -> int:
 
 def gather(column: np.ndarray, a: int, b: int, n: int) -> np.ndarray:
     """``column`` (a slot field) over the circular range ``[a, b)``, as one array (a copy)."""
-    parts = [column[s] for s in spans(a, b, n)]
-    return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+    s = spans(a, b, n)
+    return column[s[0]].copy() if len(s) == 1 else np.concatenate([column[s[0]], column[s[1]]])
 
 
 def scatter(column: np.ndarray, a: int, values: np.ndarray, n: int) -> None:

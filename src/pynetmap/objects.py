@@ -13,7 +13,7 @@ import numpy as np
 from . import layout as L
 from . import region as R
 from .constants import NETMAP_API, NI_PRIV_MEM, NR_TX
-from .kring import K_HWCUR, K_HWTAIL, K_RCUR, K_RHEAD, K_RTAIL, KRING_SIZE
+from .kring import KRING_SIZE, init_words, kring_words
 from .registry import State
 
 
@@ -25,7 +25,7 @@ def create_ring(state: State, region: R.Region, n: int, direction: int, ringid: 
     netmap's placeholder ring).
     """
     ofs = R.alloc(state, region.mem_id, "ring", KRING_SIZE + L.ring_size(n)) + KRING_SIZE
-    buf = region.buf
+    buf = region.mem
     hdr = np.ndarray((), L.RING_DTYPE, buffer=buf, offset=ofs)
     hdr[...] = 0
     hdr["buf_ofs"] = region.buf_pool_ofs - ofs
@@ -38,11 +38,9 @@ def create_ring(state: State, region: R.Region, n: int, direction: int, ringid: 
     slots["len"] = region.buf_size
     slots["flags"] = 0
     slots["ptr"] = 0
-    k = np.ndarray(KRING_SIZE // 4, np.uint32, buffer=buf, offset=ofs - KRING_SIZE)
-    k[:] = 0
+    init_words(kring_words(buf, ofs), n, direction)
     if direction == NR_TX:
-        hdr["tail"] = k[K_HWTAIL] = k[K_RTAIL] = n - 1
-    k[K_HWCUR] = k[K_RHEAD] = k[K_RCUR] = 0
+        hdr["tail"] = n - 1
     return ofs
 
 
@@ -52,25 +50,23 @@ def free_ring(state: State, region: R.Region, ofs: int) -> None:
 
 def ring_slots(region: R.Region, ofs: int) -> np.ndarray:
     """The slot array of the ring at ``ofs`` (control-path access)."""
-    n = int(np.ndarray((), "<u4", buffer=region.buf, offset=ofs + 8))
-    return np.ndarray(n, L.SLOT_DTYPE, buffer=region.buf, offset=ofs + L.RING_HDR_SIZE)
-
-
-def kring(region: R.Region, ofs: int) -> np.ndarray:
-    return np.ndarray(KRING_SIZE // 4, np.uint32, buffer=region.buf, offset=ofs - KRING_SIZE)
+    n = int(np.ndarray((), "<u4", buffer=region.mem, offset=ofs + 8))
+    return np.ndarray(n, L.SLOT_DTYPE, buffer=region.mem, offset=ofs + L.RING_HDR_SIZE)
 
 
 def create_if(state: State, region: R.Region, name: str, ntx: int, nrx: int, nhtx: int,
-              nhrx: int, tx_bound: dict[int, int], rx_bound: dict[int, int]) -> int:
-    """Allocate a ``netmap_if``; ``*_bound`` map ring index -> ring offset.
+              nhrx: int, tx_bound: dict[int, int], rx_bound: dict[int, int],
+              bufs_head: int = 0) -> int:
+    """Allocate a ``netmap_if``; ``*_bound`` map ring id -> ring offset.
 
-    Unbound rings get offset 0, as in netmap.  Host ring counts are reported
-    as at least 1 (spec §1.3).
+    Ring ids count NIC rings first, then host rings, as ``ring_ofs[]``
+    does.  Unbound rings get offset 0, as in netmap.  Host ring counts are
+    reported as at least 1 (spec §1.3).
     """
     nhtx_if, nhrx_if = max(1, nhtx), max(1, nhrx)
     n_ofs = ntx + nhtx_if + nrx + nhrx_if
     ofs = R.alloc(state, region.mem_id, "if", L.if_size(n_ofs))
-    nifp = np.ndarray((), L.IF_DTYPE, buffer=region.buf, offset=ofs)
+    nifp = np.ndarray((), L.IF_DTYPE, buffer=region.mem, offset=ofs)
     nifp[...] = 0
     nifp["ni_name"] = name.encode()[: L.IF_DTYPE["ni_name"].itemsize - 1]
     nifp["ni_version"] = NETMAP_API
@@ -79,18 +75,20 @@ def create_if(state: State, region: R.Region, name: str, ntx: int, nrx: int, nht
     nifp["ni_rx_rings"] = nrx
     nifp["ni_host_tx_rings"] = nhtx_if
     nifp["ni_host_rx_rings"] = nhrx_if
-    ring_ofs = np.ndarray(n_ofs, "<i8", buffer=region.buf, offset=ofs + L.IF_HDR_SIZE)
+    nifp["ni_bufs_head"] = bufs_head
+    ring_ofs = np.ndarray(n_ofs, "<i8", buffer=region.mem, offset=ofs + L.IF_HDR_SIZE)
     ring_ofs[:] = 0
     for i, o in tx_bound.items():
         ring_ofs[i] = o - ofs
     for i, o in rx_bound.items():
+        # rx ids count NIC rx rings then host rx rings; both follow all tx entries
         ring_ofs[ntx + nhtx_if + i] = o - ofs
     return ofs
 
 
 def free_if(state: State, region: R.Region, ofs: int, extra: int) -> None:
     """Free a ``netmap_if`` and the extra buffers its ``ni_bufs_head`` lists."""
-    head = int(np.ndarray((), "<u4", buffer=region.buf, offset=ofs + 32))
+    head = int(np.ndarray((), "<u4", buffer=region.mem, offset=ofs + L.IF_BUFS_HEAD_OFS))
     region.free_bufs(np.array(walk_list(region, head, extra), dtype=np.int64))
     R.free(state, region.mem_id, "if", ofs)
 

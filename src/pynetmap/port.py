@@ -1,40 +1,32 @@
 """A bound port: netmap's file descriptor after REGISTER, in one object.
 
-The port owns the generic half of every sync: the prologue checks of what
-the user wrote, the reinit of a corrupted ring, the finalize step that
-publishes ``tail``, and ``poll``.  Between prologue and finalize it calls
-its adapter (pipe, null, AF_XDP, ...) with the ring and the validated
-``head``; the adapter plays netmap's kernel for that port type and moves
-``hwcur``/``hwtail`` in the kring.
+The port runs the generic half of every sync through each ring's kring
+(:mod:`pynetmap.kring`: prologue, the adapter's sync, finalize, reinit of a
+corrupted ring), and ``poll``.  The adapter (pipe, null, NIC, ...) plays
+netmap's kernel for its port type; see :mod:`pynetmap.adapter`.
 """
 
 from __future__ import annotations
 
 import select
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import layout as L
 from . import region as R
-from .constants import NR_NO_TX_POLL, NR_TX
+from .adapter import PortInfo
+from .constants import NR_NO_TX_POLL
 from .errors import NetmapError
-from .kring import (
-    K_HWCUR,
-    K_HWTAIL,
-    K_KICKS,
-    K_RCUR,
-    K_RHEAD,
-    K_RTAIL,
-    rx_prologue,
-    sanitize_slots,
-    tx_prologue,
-)
+from .kring import SlotError
 from .names import PortSpec
 from .objects import walk_list
 from .ring import Ring
 from .wake import MAX_SLEEP, Waiter
+
+if TYPE_CHECKING:
+    from .adapter import Adapter
 
 POLLIN = select.POLLIN if hasattr(select, "POLLIN") else 0x001
 POLLOUT = select.POLLOUT if hasattr(select, "POLLOUT") else 0x004
@@ -43,25 +35,11 @@ POLLHUP = select.POLLHUP if hasattr(select, "POLLHUP") else 0x010
 POLLRDNORM = getattr(select, "POLLRDNORM", 0x040)
 POLLWRNORM = getattr(select, "POLLWRNORM", 0x100)
 
+__all__ = ["Port", "RingError", "SlotError", "POLLIN", "POLLOUT", "POLLERR", "POLLHUP"]
+
 
 class RingError(NetmapError):
     """A sync found bad ``head``/``cur`` or bad slots; the ring was reset (§2.5)."""
-
-
-class SlotError(Exception):
-    """Raised by an adapter when slots it must pass on are invalid."""
-
-
-class Adapter(Protocol):
-    """What a port type implements: netmap's ``nm_txsync``/``nm_rxsync`` and teardown."""
-
-    def txsync(self, ring: Ring, head: int) -> None: ...
-    def rxsync(self, ring: Ring, head: int) -> None: ...
-    def peer_gone(self) -> bool: ...
-    def close(self) -> None: ...
-    # Adapters backed by OS sockets also define ``fileno()`` (an fd readable
-    # when a ring has something) and ``wait(timeout_s, want_tx)``; poll then
-    # sleeps there instead of using the kick protocol.
 
 
 class Port:
@@ -76,26 +54,28 @@ class Port:
         self.flags = flags
         self.nifp_ofs = nifp_ofs
         #: ``struct netmap_if`` of this port (NumPy record view)
-        self.nifp = np.ndarray((), L.IF_DTYPE, buffer=region.buf, offset=nifp_ofs)
+        self.nifp = np.ndarray((), L.IF_DTYPE, buffer=region.mem, offset=nifp_ofs)
         self._if = region.buf[nifp_ofs : nifp_ofs + L.IF_HDR_SIZE].cast("I")
         self.tx_rings = tx_rings
         self.rx_rings = rx_rings
         self.adapter = adapter
-        #: NIC ports: the engine (``"xdp"``, ``"packet"``) and its mode
-        #: (``"zerocopy"``, ``"copy"``); None for software ports (pipes, null)
-        self.engine: str | None = None
-        self.mode: str | None = None
-        #: the longest frame one slot may carry out of this port
-        self.max_frame: int = region.buf_size
+        self.extra_bufs = 0
+        self._tx_k = [r.kring for r in tx_rings]
+        self._rx_k = [r.kring for r in rx_rings]
+        self._all_k = self._tx_k + self._rx_k
         self._waiter = Waiter()
-        #: ``adapter.wait(timeout_s, want_tx)`` for ports whose wake-ups come from OS sockets
-        self._os_wait = getattr(adapter, "wait", None)
+        self._doorbell = adapter.doorbell
+        self._kernel = adapter.kernel_sync
         self._next_hup_check = 0.0
         #: poll() re-syncs for this long before it sleeps: waking a sleeper
         #: costs a system call on each side, a short spin usually finds the
         #: next batch of a busy peer first.  0 sleeps at once.
         self.spin_us = 50
         self.closed = False
+
+    def info(self) -> PortInfo:
+        """What backs the port: kind, engine and mode, frame limit, MAC and MTU."""
+        return self.adapter.info()
 
     # -- netmap_if ---------------------------------------------------------
     @property
@@ -123,20 +103,21 @@ class Port:
     def tx_resync_s(self) -> float | None:
         """How long a wait for TX room on :meth:`fileno` may last before syncing again.
 
-        None for software ports, whose peer kicks ``fileno()`` when it frees
+        None for software ports, whose peer rings ``fileno()`` when it frees
         slots.  Kernel-backed ports (NIC) get no wake-up when frames complete,
         so a waiter for POLLOUT must come back after this many seconds.
         """
-        return getattr(self.adapter, "tx_resync_s", None)
+        return self.adapter.tx_resync_s
 
     def fileno(self) -> int:
         """An fd that becomes readable when a ring we wait on gets something.
 
-        Pipes: a socket a peer kicks when it publishes.  NIC ports: an epoll
-        fd over the kernel sockets of the bound queues.
+        Software ports: a doorbell socket that the peer rings when it
+        publishes.  NIC ports: an epoll fd over the kernel sockets of the
+        bound queues.
         """
-        own = getattr(self.adapter, "fileno", None)
-        return own() if own is not None else self._waiter.fileno()
+        self._check_open()
+        return self._waiter.fileno() if self._doorbell else self.adapter.fileno()
 
     # -- syncs ---------------------------------------------------------------
     def txsync(self) -> None:
@@ -152,68 +133,39 @@ class Port:
             raise RingError(22, "; ".join(errors))
 
     def _txsync(self) -> list[str]:
-        self._check_open()
-        errors: list[str] = []
-        for r in self.tx_rings:
-            k, h, n = r._k, r._hdr, r.num_slots
-            head, cur = h[L.RW_HEAD], h[L.RW_CUR]
-            if not tx_prologue(n, k[K_HWCUR], k[K_HWTAIL], k[K_RHEAD], k[K_RTAIL], head, cur):
-                errors.append(self._reinit(r, f"head {head} cur {cur}"))
-                continue
-            if h[L.RW_TAIL] != k[K_RTAIL]:
-                h[L.RW_TAIL] = k[K_RTAIL]  # the user wrote tail: restore it
-            k[K_RHEAD] = head
-            k[K_RCUR] = cur
-            try:
-                self.adapter.txsync(r, head)
-            except SlotError as e:
-                errors.append(self._reinit(r, str(e)))
-                continue
-            h[L.RW_TAIL] = k[K_RTAIL] = k[K_HWTAIL]
-        self._drain(self.tx_rings)
+        if self.closed:
+            self._check_open()
+        if self._kernel:
+            return self.adapter.kernel_txsync()
+        errors = []
+        for k in self._tx_k:
+            why = k.txsync()
+            if why is not None:
+                errors.append(f"{self.name} tx ring {k.ringid}: {why}")
+        self._waiter.drain(self._tx_k)
         return errors
-
-    def _drain(self, rings: list[Ring]) -> None:
-        """Consume the wake-ups peers sent for ``rings`` (no system call if none)."""
-        pending = 0
-        for r in rings:
-            kicks = r._k[K_KICKS]
-            if kicks != r.seen_kicks:
-                pending += (kicks - r.seen_kicks) & 0xFFFFFFFF
-                r.seen_kicks = kicks
-        if pending:
-            self._waiter.drain(pending)
 
     def _rxsync(self) -> list[str]:
-        self._check_open()
-        errors: list[str] = []
-        now = time.time_ns()
-        for r in self.rx_rings:
-            k, h, n = r._k, r._hdr, r.num_slots
-            head, cur = h[L.RW_HEAD], h[L.RW_CUR]
-            k[K_RHEAD] = head
-            k[K_RCUR] = cur
-            if not rx_prologue(n, k[K_HWCUR], k[K_HWTAIL], head, cur):
-                errors.append(self._reinit(r, f"head {head} cur {cur}"))
-            else:
-                try:
-                    self.adapter.rxsync(r, head)
-                except SlotError as e:
-                    errors.append(self._reinit(r, str(e)))
-            h[L.RW_TAIL] = k[K_RTAIL] = k[K_HWTAIL]
-            r._hdr64[L.RQ_TS_SEC] = now // 1_000_000_000
-            r._hdr64[L.RQ_TS_USEC] = now // 1000 % 1_000_000
-        self._drain(self.rx_rings)
+        if self.closed:
+            self._check_open()
+        if self._kernel:
+            return self.adapter.kernel_rxsync()
+        errors = []
+        for k in self._rx_k:
+            why = k.rxsync()
+            if why is not None:
+                errors.append(f"{self.name} rx ring {k.ringid}: {why}")
+        if self._rx_k:
+            now = time.time_ns()
+            for r in self.rx_rings:
+                r._hdr64[L.RQ_TS_SEC] = now // 1_000_000_000
+                r._hdr64[L.RQ_TS_USEC] = now // 1000 % 1_000_000
+        self._waiter.drain(self._rx_k)
         return errors
 
-    def _reinit(self, r: Ring, why: str) -> str:
-        """``netmap_ring_reinit``: sanitize every slot, reset head/cur/tail (see kring)."""
-        k = r._k
-        fixed = sanitize_slots(r.slot_buf_idx, r.slot_len, self.region.nbufs, r.buf_size)
-        r.head = r.cur = k[K_RHEAD] = k[K_RCUR] = k[K_HWCUR]
-        r._hdr[L.RW_TAIL] = k[K_RTAIL] = k[K_HWTAIL]
-        d = "tx" if r.dir == NR_TX else "rx"
-        return f"{self.name} {d} ring {r.ringid}: {why}; ring reset ({fixed} slots sanitized)"
+    def peer_gone(self) -> bool:
+        """POLLHUP: the adapter says the other side went away (see ``Adapter.peer_gone``)."""
+        return self.adapter.peer_gone()
 
     # -- poll ----------------------------------------------------------------
     def poll(self, events: int = POLLIN, timeout_ms: float = -1) -> int:
@@ -227,7 +179,8 @@ class Port:
         want_tx = bool(events & (POLLOUT | POLLWRNORM))
         want_rx = bool(events & (POLLIN | POLLRDNORM))
         deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
-        armed = False
+        armed: list = []
+        armed_at = -1  # waiter.consumed when the rings were armed
         spin_until = None
         waiter = self._waiter
         try:
@@ -237,15 +190,15 @@ class Port:
                     if self._txsync():
                         revents |= POLLERR
                     if want_tx:
-                        for r in self.tx_rings:
-                            if r._hdr[L.RW_CUR] != r._hdr[L.RW_TAIL]:
+                        for k in self._tx_k:
+                            if k.pending():
                                 revents |= POLLOUT
                                 break
                 if want_rx:
                     if self._rxsync():
                         revents |= POLLERR
-                    for r in self.rx_rings:
-                        if r._hdr[L.RW_CUR] != r._hdr[L.RW_TAIL]:
+                    for k in self._rx_k:
+                        if k.pending():
                             revents |= POLLIN
                             break
                 now = time.monotonic()
@@ -261,43 +214,50 @@ class Port:
                     spin_until = now + self.spin_us / 1e6
                 if now < spin_until:
                     continue  # a busy peer publishes soon: cheaper than sleeping
-                if self._os_wait is not None:
-                    # a kernel-backed port: its sockets wake us, no kick protocol
-                    self._os_wait(MAX_SLEEP if deadline is None else deadline - now, want_tx)
+                left = MAX_SLEEP if deadline is None else deadline - now
+                if not self._doorbell:
+                    # a kernel-backed port: its sockets wake us, no doorbell
+                    self.adapter.wait(left, want_tx)
                     continue
-                if not armed:
-                    # Ask for a wake-up, then look once more (race avoidance).
-                    for r in self.tx_rings if want_tx else ():
-                        waiter.arm(r._k)
-                    for r in self.rx_rings if want_rx else ():
-                        waiter.arm(r._k)
-                    armed = True
+                if armed_at != waiter.consumed:
+                    # Ask for a wake-up, then look once more (race avoidance).  Again
+                    # after a wake-up was consumed: the peer that rang cleared the request.
+                    armed = (self._tx_k if want_tx else []) + (self._rx_k if want_rx else [])
+                    waiter.arm(armed)
+                    armed_at = waiter.consumed
                     continue
-                if waiter.sleep(MAX_SLEEP if deadline is None else deadline - now):
-                    for r in self.tx_rings + self.rx_rings:
-                        r.seen_kicks = r._k[K_KICKS]
+                if waiter.sleep(left):
+                    waiter.forget(self._all_k)
         finally:
             if armed:
-                for r in self.tx_rings + self.rx_rings:
-                    waiter.disarm(r._k)
+                waiter.disarm(armed)
 
     def arm(self, events: int = POLLIN) -> int:
         """Prepare to wait on :meth:`fileno` from an event loop (selectors, asyncio).
 
         Syncs like ``poll(events, 0)``; if something is ready returns its
-        revents (handle it, then call ``arm`` again).  Otherwise asks the
-        peers for a wake-up and returns 0: now wait until ``fileno()`` is
-        readable, then sync (which consumes the wake-up) and call ``arm`` again.
+        revents (handle it, then call ``arm`` again).  Otherwise empties the
+        doorbell, asks the peers for a wake-up and returns 0: now wait until
+        ``fileno()`` is readable (or :attr:`tx_resync_s` passes), then call
+        ``arm`` again.  Tools that serve several ports use
+        :func:`pynetmap.wait_any`.
         """
         revents = self.poll(events, 0)
-        if revents:
+        if revents or not self._doorbell:
             return revents
-        for r in self.tx_rings if events & (POLLOUT | POLLWRNORM) else ():
-            self._waiter.arm(r._k)
-        for r in self.rx_rings if events & (POLLIN | POLLRDNORM) else ():
-            self._waiter.arm(r._k)
-        revents = self.poll(events, 0)  # look again: a publish may have raced the arming
-        return revents
+        krings = ((self._tx_k if events & (POLLOUT | POLLWRNORM) else [])
+                  + (self._rx_k if events & (POLLIN | POLLRDNORM) else []))
+        waiter = self._waiter
+        while True:
+            # What the doorbell holds was answered by the sync above, or is stray:
+            # either way it must not make fileno() readable now.
+            waiter.forget(self._all_k)
+            waiter.arm(krings)
+            armed_at = waiter.consumed
+            revents = self.poll(events, 0)  # look again: a publish may have raced the arming
+            if revents or waiter.consumed == armed_at:
+                return revents
+            # that look consumed a wake-up, whose sender cleared our request: again
 
     async def wait(self, events: int = POLLIN, timeout_ms: float = -1) -> int:
         """``poll`` for asyncio: suspends on ``loop.add_reader(fileno())`` instead of blocking."""
@@ -310,7 +270,8 @@ class Port:
             if revents:
                 return revents
             fut = loop.create_future()
-            loop.add_reader(self.fileno(), _wake, fut)
+            fd = self.fileno()
+            loop.add_reader(fd, _wake, fut)
             try:
                 left = MAX_SLEEP if deadline is None else min(MAX_SLEEP, deadline - loop.time())
                 if events & (POLLOUT | POLLWRNORM) and self.tx_resync_s is not None:
@@ -320,7 +281,7 @@ class Port:
                 if deadline is not None and loop.time() >= deadline:
                     return self.poll(events, 0)
             finally:
-                loop.remove_reader(self.fileno())
+                loop.remove_reader(fd)
 
     # -- life cycle ------------------------------------------------------------
     def _check_open(self) -> None:
@@ -328,17 +289,25 @@ class Port:
             raise NetmapError(6, f"port {self.name} is closed")  # ENXIO, as netmap
 
     def close(self) -> None:
-        """Unbind the port; the region goes when its last user in any process goes."""
+        """Unbind the port; the region goes when its last user in any process goes.
+
+        NumPy views taken from the port (``buf()``, ``bufs``, ``slots``,
+        batch arrays) stay valid: they keep this process's mapping alive.
+        """
         if self.closed:
             return
         self.closed = True
-        self._waiter.close()
-        self.adapter.close()
-        for r in self.tx_rings + self.rx_rings:
-            r.release_views()
-        self.nifp = None  # type: ignore[assignment]
-        self._if.release()
-        R.drop(self.region)
+        from .register import close_port
+
+        try:
+            close_port(self)
+        finally:
+            self._waiter.close()
+            for r in self.tx_rings + self.rx_rings:
+                r.release_views()
+            self.nifp = None  # type: ignore[assignment]
+            self._if.release()
+            R.drop(self.region)
 
     def __enter__(self) -> Port:
         return self

@@ -27,14 +27,14 @@ from __future__ import annotations
 import ctypes
 import mmap
 import struct
-import sys
 from dataclasses import dataclass
-from multiprocessing import shared_memory
+from typing import Any
 
 import numpy as np
 
+from . import osl
 from .errors import NetmapError
-from .registry import State, shm_prefix
+from .registry import State, shm_prefix, undo
 
 PAGE = max(mmap.PAGESIZE, 4096)
 MAGIC = b"PYNETMAP"
@@ -73,66 +73,60 @@ class Geometry:
         return bitmap, ifp, ringp, bufp, bufp + self.nbufs * self.buf_size
 
 
-def _open_shm(name: str, create: bool, size: int = 0) -> shared_memory.SharedMemory:
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name, create=create, size=size, track=False)
-    shm = shared_memory.SharedMemory(name, create=create, size=size)
-    if sys.platform != "win32":
-        # Before 3.13 every attach registers with the resource tracker, which
-        # unlinks the segment when *this* process exits, under the feet of
-        # the other users.  The registry does the unlinking instead.
-        from multiprocessing import resource_tracker
-
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    return shm
-
-
-def unlink(name: str) -> None:
-    """Remove a segment's name; mappings that exist stay valid until closed."""
-    if sys.platform == "win32":
-        return  # a Windows mapping goes away with its last handle
-    import _posixshmem  # the module multiprocessing.shared_memory itself uses
-
-    try:
-        _posixshmem.shm_unlink("/" + name.lstrip("/"))
-    except FileNotFoundError:
-        pass
-
-
-def _close_shm(shm: shared_memory.SharedMemory) -> None:
-    try:
-        shm.close()
-    except BufferError:
-        # A NumPy view or memoryview handed to the user is still alive; the
-        # mapping is released when the last of them is garbage collected.
-        pass
-
-
 class Region:
-    """A mapped region: NumPy views of the buffer pool and the buffer bitmap."""
+    """A mapped region: the buffer pool as a 2-D array, the buffer bitmap, the pools' places.
 
-    def __init__(self, shm: shared_memory.SharedMemory) -> None:
-        self.shm = shm
-        self.buf = shm.buf
+    ``buf`` is the mapping as a memoryview (for scalar casts of ring
+    headers); ``mem`` is the same bytes as a NumPy array that *holds* the
+    mapping's buffer export, and every NumPy view is made from it, so a
+    view the user keeps after ``close()`` keeps the mapping alive instead
+    of pointing into unmapped memory.
+    """
+
+    def __init__(self, buf: memoryview, mem_id: int, size: int, buf_pool_ofs: int,
+                 nbufs: int, buf_size: int, if_pool: tuple[int, int] = (0, 0),
+                 ring_pool: tuple[int, int] = (0, 0), bitmap_ofs: int | None = None,
+                 owner: Any = None) -> None:
+        self.owner = owner  # what to close with the region (a SharedMemory), or None
+        self.buf = buf
+        self.mem = np.frombuffer(buf, np.uint8)
+        self.mem_id = mem_id
+        self.size = size
+        self.if_pool_ofs, self.if_pool_size = if_pool
+        self.ring_pool_ofs, self.ring_pool_size = ring_pool
+        self.buf_pool_ofs = buf_pool_ofs
+        self.nbufs = nbufs
+        self.buf_size = buf_size
+        self.bitmap = (None if bitmap_ofs is None else
+                       np.ndarray(nbufs, np.uint8, buffer=self.mem, offset=bitmap_ofs))
+        #: The buffer pool as a 2-D array: ``bufs[i]`` is buffer i.
+        self.bufs = np.ndarray((nbufs, buf_size), np.uint8, buffer=self.mem, offset=buf_pool_ofs)
+        self.users = 0
+
+    @classmethod
+    def from_shm(cls, shm: Any) -> Region:
+        """A pynetmap region in a shared-memory segment (laid out by :func:`create`)."""
         (magic, ver, mem_id, size, bitmap, ifofs, ifsz, ringofs, ringsz, bufofs, nbufs,
          bufsz) = _HDR.unpack_from(shm.buf, 0)
         if magic != MAGIC or ver != LAYOUT_VERSION:
             raise NetmapError(22, f"shared memory {shm.name} is not a pynetmap region")
-        self.mem_id = mem_id
-        self.size = size
-        self.if_pool_ofs, self.if_pool_size = ifofs, ifsz
-        self.ring_pool_ofs, self.ring_pool_size = ringofs, ringsz
-        self.buf_pool_ofs = bufofs
-        self.nbufs = nbufs
-        self.buf_size = bufsz
-        self.bitmap = np.ndarray(nbufs, np.uint8, buffer=shm.buf, offset=bitmap)
-        #: The buffer pool as a 2-D array: ``bufs[i]`` is buffer i.
-        self.bufs = np.ndarray((nbufs, bufsz), np.uint8, buffer=shm.buf, offset=bufofs)
-        self.users = 0
+        # Windows rounds an attached mapping up to a page: the header keeps the true size.
+        return cls(shm.buf[:size], mem_id, size, bufofs, nbufs, bufsz, (ifofs, ifsz),
+                   (ringofs, ringsz), bitmap, owner=shm)
+
+    @classmethod
+    def wrap(cls, buf: Any, mem_id: int, buf_pool_ofs: int, nbufs: int,
+             buf_size: int = 2048) -> Region:
+        """A region over memory pynetmap did not lay out (a kernel's mapping, a test's bytearray).
+
+        It has no allocator: its rings and buffers are the owner's.
+        """
+        mv = memoryview(buf).cast("B")
+        return cls(mv, mem_id, len(mv), buf_pool_ofs, nbufs, buf_size)
 
     @property
     def name(self) -> str:
-        return self.shm.name
+        return self.owner.name if self.owner is not None else f"wrapped-{self.mem_id}"
 
     @property
     def base_address(self) -> int:
@@ -153,7 +147,12 @@ class Region:
         return self.base_address + self.buf_pool_ofs - self.lead, self.nbufs * self.buf_size
 
     def alloc_bufs(self, k: int) -> np.ndarray:
-        """Take the ``k`` lowest free buffer indices (netmap's first fit)."""
+        """Take the ``k`` lowest free buffer indices (netmap's first fit).
+
+        Inside a registry transaction; a transaction that fails gives them back.
+        """
+        if self.bitmap is None:
+            raise NetmapError(22, f"memory region {self.mem_id} is not pynetmap's to allocate")
         free = np.flatnonzero(self.bitmap == 0)[:k]
         if len(free) < k:
             raise NetmapError(
@@ -162,18 +161,27 @@ class Region:
                 "or use a separate pipe parent",
             )
         self.bitmap[free] = 1
+        undo(lambda: self.free_bufs(free))
         return free.astype(np.uint32)
 
     def free_bufs(self, idx: np.ndarray) -> None:
         """Give buffers back; reserved and out-of-range indices are ignored."""
+        if self.bitmap is None:
+            return
         idx = np.asarray(idx, dtype=np.int64)
         idx = idx[(idx >= 2) & (idx < self.nbufs)]
         self.bitmap[idx] = 0
 
     def close(self) -> None:
-        self.bitmap = self.bufs = None  # type: ignore[assignment]
+        """Unmap (deferred while NumPy views handed out are alive)."""
+        self.bitmap = self.bufs = self.mem = None  # type: ignore[assignment]
+        try:
+            self.buf.release()
+        except BufferError:
+            pass  # a NumPy view handed out still exports it: unmapped when it goes
         self.buf = None  # type: ignore[assignment]
-        _close_shm(self.shm)
+        if self.owner is not None:
+            osl.shm_close(self.owner)
 
 
 _cache: dict[int, Region] = {}
@@ -183,19 +191,29 @@ def create(state: State, mem_id: int, geom: Geometry) -> Region:
     """Create region ``mem_id`` with geometry ``geom`` and record it in the registry."""
     bitmap, ifp, ringp, bufp, size = geom.layout()
     name = f"{shm_prefix()}{mem_id}"
-    unlink(name)  # a leftover of a registry that was wiped
     try:
-        shm = _open_shm(name, create=True, size=size)
+        shm = osl.shm_create(name, size)  # replaces a leftover of a registry that was wiped
+    except NetmapError:
+        raise
     except OSError as e:
         raise NetmapError(e.errno or 12, f"cannot create shared memory of {size} bytes: {e}") from e
+    undo(lambda: osl.shm_unlink(name))
     _HDR.pack_into(shm.buf, 0, MAGIC, LAYOUT_VERSION, mem_id, size, bitmap, ifp,
                    geom.if_pool_size, ringp, geom.ring_pool_size, bufp, geom.nbufs,
                    geom.buf_size)
-    region = Region(shm)
+    region = Region.from_shm(shm)
     region.bitmap[:2] = 1  # indices 0 and 1 are reserved
     state["regions"][str(mem_id)] = {"shm": name, "allocs": {"if": [], "ring": []}}
     _cache[mem_id] = region
+    undo(lambda: _forget(region))
     return region
+
+
+def _forget(region: Region) -> None:
+    """Unmap a region this process mapped for an open that failed."""
+    if region.users <= 0 and _cache.get(region.mem_id) is region:
+        del _cache[region.mem_id]
+        region.close()
 
 
 def attach(state: State, mem_id: int) -> Region:
@@ -205,8 +223,9 @@ def attach(state: State, mem_id: int) -> Region:
     if rec is None:
         raise NetmapError(22, f"no memory region with id {mem_id}")
     if region is None or region.name.lstrip("/") != rec["shm"]:
-        region = Region(_open_shm(rec["shm"], create=False))
+        region = Region.from_shm(osl.shm_attach(rec["shm"]))
         _cache[mem_id] = region
+        undo(lambda: _forget(region))
     return region
 
 
@@ -217,9 +236,7 @@ def hold(region: Region) -> None:
 def drop(region: Region) -> None:
     """A port of this process stopped using ``region``; unmap it after the last."""
     region.users -= 1
-    if region.users <= 0 and _cache.get(region.mem_id) is region:
-        del _cache[region.mem_id]
-        region.close()
+    _forget(region)
 
 
 def alloc(state: State, mem_id: int, pool: str, size: int) -> int:
@@ -259,6 +276,4 @@ def free(state: State, mem_id: int, pool: str, ofs: int) -> None:
 
 def drop_unused(region: Region) -> None:
     """Unmap a region that was attached only for bookkeeping (no port of ours uses it)."""
-    if region.users <= 0 and _cache.get(region.mem_id) is region:
-        del _cache[region.mem_id]
-        region.close()
+    _forget(region)

@@ -20,73 +20,44 @@ import contextlib
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import liveness
+from . import osl
 
 State = dict[str, Any]
 
 _thread_lock = threading.RLock()
-_releasers: dict[str, Callable[[State, dict, dict], None]] = {}
+#: per open transaction (innermost last): what to undo if it fails
+_journals: list[list[Callable[[], None]]] = []
 
 
 def rundir() -> str:
     """The private directory holding the registry; created 0700 on first use."""
     path = os.environ.get("PYNETMAP_RUNDIR")
     if not path:
-        uid = os.getuid() if hasattr(os, "getuid") else os.getlogin()
-        path = os.path.join(tempfile.gettempdir(), f"pynetmap-{uid}")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    if hasattr(os, "getuid"):
-        st = os.stat(path)
-        if st.st_uid != os.getuid() or st.st_mode & 0o077:
-            raise PermissionError(
-                f"pynetmap run-time directory {path} must be owned by you with mode 0700"
-            )
+        path = os.path.join(tempfile.gettempdir(), f"pynetmap-{osl.user_tag()}")
+    osl.check_private_dir(path)
     return path
 
 
 def shm_prefix() -> str:
     """Prefix of this registry's shared-memory names (short: macOS allows 31 chars)."""
     digest = hashlib.sha1(os.path.abspath(rundir()).encode()).hexdigest()[:8]
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return f"pynm{uid}_{digest}_"
+    return f"pynm{osl.user_tag()[:8]}_{digest}_"
 
 
-def on_release(kind: str) -> Callable:
-    """Register the function that frees a port record of ``kind`` when its last open goes."""
+def undo(fn: Callable[[], None]) -> None:
+    """Have ``fn`` run if the current transaction fails (rollback of what is not JSON).
 
-    def deco(fn: Callable[[State, dict, dict], None]) -> Callable:
-        _releasers[kind] = fn
-        return fn
-
-    return deco
-
-
-@contextlib.contextmanager
-def _locked(path: str) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        if sys.platform == "win32":
-            import msvcrt
-
-            while True:
-                try:
-                    msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    continue
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    The registry file is only written when a transaction succeeds; shared
+    memory created and buffers taken from a region's bitmap are undone here.
+    Outside a transaction this does nothing.
+    """
+    if _journals:
+        _journals[-1].append(fn)
 
 
 def _load(path: str) -> State:
@@ -106,13 +77,30 @@ def _save(path: str, state: State) -> None:
 
 @contextlib.contextmanager
 def transaction() -> Iterator[State]:
-    """Lock the registry, sweep dead processes, yield the state, save it."""
+    """Lock the registry, sweep dead processes, yield the state, save it.
+
+    One transaction is one rollback: if the body raises, the registry file
+    is left as it was and every :func:`undo` action of the body runs.
+    ``state["swept"]`` tells how many opens of dead processes the sweep
+    released.
+    """
     d = rundir()
-    with _thread_lock, _locked(os.path.join(d, "lock")):
+    with _thread_lock, osl.locked(os.path.join(d, "lock")):
         path = os.path.join(d, "registry.json")
         state = _load(path)
-        sweep(state)
-        yield state
+        swept = sweep(state)
+        collect(state)  # a pair freed by the sweep must not be found by this transaction
+        state["swept"] = swept
+        _journals.append([])
+        try:
+            yield state
+        except BaseException:
+            for fn in reversed(_journals.pop()):
+                with contextlib.suppress(Exception):
+                    fn()
+            raise
+        _journals.pop()
+        del state["swept"]
         collect(state)
         _save(path, state)
 
@@ -126,27 +114,15 @@ def opens_of(record: dict) -> Iterator[tuple[str, dict]]:
 
 def sweep(state: State) -> int:
     """Release the opens of dead processes; return how many were released."""
+    from .register import release_open
+
     released = 0
     for record in list(state["ports"].values()):
         for _ep, o in list(opens_of(record)):
-            if not liveness.alive(o["pid"], o["token"]):
+            if not osl.process_alive(o["pid"], o["token"]):
                 release_open(state, record, o)
                 released += 1
     return released
-
-
-def release_open(state: State, record: dict, o: dict) -> None:
-    """Drop one open record; free the port when it was the last one."""
-    for eprec in record["endpoints"].values():
-        if o in eprec["opens"]:
-            eprec["opens"].remove(o)
-    kind = record["kind"]
-    if kind not in _releasers:
-        # a sweep may meet a kind this process never opened: its adapter registers it
-        import importlib
-
-        importlib.import_module(f"pynetmap.adapters.{kind}")
-    _releasers[kind](state, record, o)
 
 
 def collect(state: State) -> None:
@@ -161,9 +137,7 @@ def collect(state: State) -> None:
     used = {str(r["mem_id"]) for r in state["ports"].values()}
     for mid in list(state["regions"]):
         if mid not in used:
-            from .region import unlink
-
-            unlink(state["regions"].pop(mid)["shm"])
+            osl.shm_unlink(state["regions"].pop(mid)["shm"])
 
 
 def new_mem_id(state: State) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import layout as L
 from .batch import SlotBatch
-from .kring import K_KICKS, KRING_SIZE, distance
+from .kring import KRING_SIZE, KRing, distance
 
 if TYPE_CHECKING:
     from .region import Region
@@ -34,20 +34,23 @@ class Ring:
         self.ringid = ringid
         self._hdr = buf[ofs : ofs + L.RING_HDR_SIZE].cast("I")
         self._hdr64 = buf[ofs : ofs + L.RING_HDR_SIZE].cast("q")
-        self._k = buf[ofs - KRING_SIZE : ofs].cast("I")
         n = self._hdr[L.RW_NUM_SLOTS]
         self.num_slots: int = n
         self.buf_size: int = self._hdr[L.RW_BUF_SIZE]
+        # NumPy views come from region.mem, which holds the mapping's buffer
+        # export: a view kept after close() keeps the mapping, never dangles.
+        mem = region.mem
         #: the slots, a structured array (``buf_idx``, ``len``, ``flags``, ``ptr``)
-        self.slots = np.ndarray(n, L.SLOT_DTYPE, buffer=buf, offset=ofs + L.RING_HDR_SIZE)
+        self.slots = np.ndarray(n, L.SLOT_DTYPE, buffer=mem, offset=ofs + L.RING_HDR_SIZE)
         self.slot_buf_idx = self.slots["buf_idx"]
         self.slot_len = self.slots["len"]
         self.slot_flags = self.slots["flags"]
         #: the slots as raw 16-byte records, for copying descriptors in bulk
-        self.raw = np.ndarray((n, 2), np.uint64, buffer=buf, offset=ofs + L.RING_HDR_SIZE)
+        self.raw = np.ndarray((n, 2), np.uint64, buffer=mem, offset=ofs + L.RING_HDR_SIZE)
         #: the region's buffer pool, ``bufs[buf_idx]`` is a buffer
         self.bufs = region.bufs
-        self.seen_kicks = self._k[K_KICKS]  # wake-ups already consumed
+        #: the kernel side of this ring (netmap's ``struct netmap_kring``)
+        self.kring = KRing(self, buf[ofs - KRING_SIZE : ofs].cast("I"), self._hdr, region.nbufs)
 
     # -- netmap's fields -------------------------------------------------
     @property
@@ -158,6 +161,6 @@ class Ring:
         """Drop this object's views of shared memory (so the mapping can close)."""
         self._hdr.release()
         self._hdr64.release()
-        self._k.release()
+        self.kring.w.release()
         self.slots = self.slot_buf_idx = self.slot_len = self.slot_flags = None  # type: ignore
         self.raw = self.bufs = None  # type: ignore[assignment]

@@ -1,104 +1,101 @@
-"""Sleeping and waking across processes without a kernel.
+"""Waiting: sleeping until a ring has something, across processes and without a kernel.
 
-A port that has nothing to do sets ``need_kick`` in the kring block of each
-ring it waits on, together with the address of its wake-up socket, and then
-sleeps in ``select()`` on that socket.  The peer, after publishing slots,
-looks at ``need_kick``: only if it is set does it clear it and send one
-datagram.  A busy peer therefore makes no system call at all; a sleeping
-one is woken within a loopback round trip (tens of microseconds).
+A port that has nothing to do arms each ring it waits on (``need_kick`` and
+its doorbell's address, in the kring) and sleeps on its doorbell
+(:class:`pynetmap.osl.Doorbell`, a socket).  The other side, after
+publishing slots, calls the kring's ``notify``, which rings the doorbell
+only if ``need_kick`` is set.  A busy peer therefore makes no system call
+at all; a sleeping one is woken within a loopback round trip.  Each kring
+counts the wake-ups sent, so a sync drains exactly those datagrams and a
+busy port skips the ``recv`` system call when nobody sent anything.
 
-The socket is a UDP socket bound to 127.0.0.1, because that is the one
-waitable object that ``select``, ``selectors`` and ``asyncio`` accept on
-Linux, macOS, FreeBSD *and* Windows (where ``select`` takes only sockets;
-use asyncio's ``SelectorEventLoop`` there, the Proactor loop has no
-``add_reader``).  Datagrams stay on the loopback interface.
+Every sleep is cut into slices of at most ``MAX_SLEEP`` seconds, after which
+the waiter re-checks the rings and the peer's liveness anyway.
 
-Ordering: the waiter stores ``need_kick`` and then re-reads the ring; the
-peer stores the ring indices and then reads ``need_kick``.  Each side puts a
-full memory barrier between its store and its load (``fence``), otherwise a
-store buffer could let both miss each other.  As a second line of defence
-every sleep is cut into slices of at most ``MAX_SLEEP`` seconds, after which
-the waiter re-checks the ring and the peer's liveness anyway.
+:func:`wait_any` is the one waiting loop for tools that serve several ports
+(bridge): arm them all, sleep on all their file descriptors at once.
 """
 
 from __future__ import annotations
 
 import select
-import socket
-import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .kring import K_KICKS, K_NEED_KICK, K_WAITER
+from . import osl
+
+if TYPE_CHECKING:
+    from .kring import KRing
+    from .port import Port
 
 MAX_SLEEP = 0.2
 
-_fence_lock = threading.Lock()
-_kick_sock: socket.socket | None = None
-
-
-def fence() -> None:
-    """A full memory barrier: a lock round trip is an atomic read-modify-write."""
-    _fence_lock.acquire()
-    _fence_lock.release()
-
-
-def kick(k: memoryview) -> None:
-    """Wake the waiter of the kring ``k`` if it asked for it (call after publishing)."""
-    fence()
-    if k[K_NEED_KICK]:
-        k[K_NEED_KICK] = 0
-        global _kick_sock
-        if _kick_sock is None:
-            _kick_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            _kick_sock.sendto(b"k", ("127.0.0.1", k[K_WAITER]))
-        except OSError:
-            return  # the waiter is gone; its peer-liveness check will tell
-        k[K_KICKS] = (k[K_KICKS] + 1) & 0xFFFFFFFF
-
 
 class Waiter:
-    """One per port: the socket its users sleep on and ``fileno()`` returns."""
+    """One per port: the doorbell its users sleep on and ``fileno()`` returns."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
+        self.bell = osl.Doorbell()
+        #: wake-ups consumed so far: one consumed after arming means the peer
+        #: that rang has cleared our request, so the rings must be armed again
+        self.consumed = 0
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self.bell.fileno()
 
-    def arm(self, k: memoryview) -> None:
-        """Ask the peer to wake us on its next publish on kring ``k``."""
-        k[K_WAITER] = self.port
-        k[K_NEED_KICK] = 1
-        fence()
+    def arm(self, krings: Sequence[KRing]) -> None:
+        """Ask the other side of each ring to ring our doorbell on its next publish."""
+        for k in krings:
+            k.arm(self.bell.address)
 
-    def disarm(self, k: memoryview) -> None:
-        k[K_NEED_KICK] = 0
+    @staticmethod
+    def disarm(krings: Sequence[KRing]) -> None:
+        for k in krings:
+            k.disarm()
 
-    def drain(self, count: int) -> None:
-        """Consume ``count`` wake-up datagrams (counted by the syncs through ``K_KICKS``).
+    def drain(self, krings: Sequence[KRing]) -> None:
+        """Consume the wake-ups peers sent for ``krings`` (no system call if none)."""
+        pending = 0
+        for k in krings:
+            pending += k.new_kicks()
+        if pending:
+            self.consumed += pending
+            self.bell.drain(pending)
 
-        Counting lets a busy port skip the ``recv`` system call whenever
-        nobody sent anything.
+    def forget(self, krings: Sequence[KRing]) -> None:
+        """Empty the doorbell: what it held is stale once the rings are looked at again.
+
+        Also what stops a stray datagram from keeping ``fileno()`` readable.
         """
-        for _ in range(count):
-            try:
-                self.sock.recv(16)
-            except BlockingIOError:
-                break
+        for k in krings:
+            k.new_kicks()
+        self.consumed += 1 + self.bell.drain_all()
 
     def sleep(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` (at most ``MAX_SLEEP``) seconds; True if woken.
-
-        Empties the socket, so a datagram for a ring nobody syncs cannot
-        keep it readable forever.
-        """
-        r, _, _ = select.select([self.sock], [], [], max(0.0, min(timeout, MAX_SLEEP)))
-        if r:
-            self.drain(1 << 30)
-        return bool(r)
+        """Wait up to ``timeout`` (at most ``MAX_SLEEP``) seconds; True if woken."""
+        return self.bell.sleep(max(0.0, min(timeout, MAX_SLEEP)))
 
     def close(self) -> None:
-        self.sock.close()
+        self.bell.close()
+
+
+def wait_any(ports: Sequence[Port], events: Sequence[int], timeout_ms: float = -1,
+             extra_fds: Sequence[int] = ()) -> list[int]:
+    """Wait until one of ``ports`` is ready for its ``events``; returns every port's revents.
+
+    Each port is synced and armed (``Port.arm``); if none is ready, one
+    ``select`` sleeps on all their file descriptors and ``extra_fds`` (a
+    stop socket, say) for at most ``timeout_ms`` (-1: ``MAX_SLEEP``, then
+    look again), and the ports are synced again.  A port with no events is
+    only flushed (netmap's poll txsyncs an fd polled for nothing).
+    """
+    revents = [p.arm(ev) for p, ev in zip(ports, events, strict=True)]
+    if any(revents) or timeout_ms == 0:
+        return revents
+    timeout = MAX_SLEEP if timeout_ms < 0 else min(MAX_SLEEP, timeout_ms / 1000)
+    fds = [p.fileno() for p, ev in zip(ports, events, strict=True) if ev]
+    for p, ev in zip(ports, events, strict=True):
+        if ev & select.POLLOUT and p.tx_resync_s is not None:
+            timeout = min(timeout, p.tx_resync_s)  # no wake-up comes for TX room there
+    select.select(fds + list(extra_fds), [], [], max(0.0, timeout))
+    return [p.poll(ev, 0) for p, ev in zip(ports, events, strict=True)]

@@ -1,4 +1,54 @@
-"""Port types.  Each adapter plays netmap's kernel for one kind of port:
-what a txsync or rxsync of its rings does, and how it is set up and torn
-down.  The ring protocol itself lives in :mod:`pynetmap.port`.
+"""Port types, in the order ``open()`` asks them whether they take a name.
+
+Each entry is ``module:Class`` of an :class:`pynetmap.adapter.Adapter`,
+imported on first use so that ``import pynetmap`` loads no OS glue.  Adding
+a port type is one module plus one line here; releases and sweeps find a
+record's adapter through this list by its ``kind``.
 """
+
+from __future__ import annotations
+
+import errno
+import importlib
+from typing import TYPE_CHECKING
+
+from ..errors import NetmapError
+
+if TYPE_CHECKING:
+    from ..adapter import Adapter
+    from ..names import PortSpec
+
+ADAPTERS: list[str] = [
+    "pynetmap.adapters.pipe:PipeAdapter",  # netmap:X{N, netmap:X}N
+    "pynetmap.adapters.null:NullAdapter",  # open_null() only: takes no name
+    "pynetmap.linux.nic:NicAdapter",  # netmap:IFNAME (Linux)
+]
+
+_loaded: dict[str, type[Adapter]] = {}
+
+
+def _load(entry: str) -> type[Adapter]:
+    cls = _loaded.get(entry)
+    if cls is None:
+        module, name = entry.split(":")
+        cls = _loaded[entry] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def adapter_for(spec: PortSpec) -> type[Adapter]:
+    """The first port type that takes ``spec``."""
+    for entry in ADAPTERS:
+        cls = _load(entry)
+        if cls.takes(spec):
+            return cls
+    what = "VALE switches" if spec.is_vale() else f"ports like {spec.spec!r}"
+    raise NetmapError(errno.EOPNOTSUPP, f"{spec.spec}: {what} are not implemented yet")
+
+
+def adapter_of_kind(kind: str) -> type[Adapter]:
+    """The port type whose records have ``kind`` (releases, sweeps)."""
+    for entry in ADAPTERS:
+        cls = _load(entry)
+        if cls.kind == kind:
+            return cls
+    raise NetmapError(errno.EINVAL, f"no port type {kind!r} in this pynetmap")

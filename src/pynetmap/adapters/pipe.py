@@ -25,32 +25,18 @@ them raises ``ValueError`` (netmap silently clamps ring and slot counts).
 from __future__ import annotations
 
 import errno
-import os
 
 import numpy as np
 
-from .. import liveness, objects
+from .. import objects
 from .. import region as R
-from ..constants import (
-    NM_MAXPIPES,
-    NM_PIPE_MAXRINGS,
-    NM_PIPE_MAXSLOTS,
-    NR_EXCLUSIVE,
-    NR_REG_ALL_NIC,
-    NR_REG_ONE_NIC,
-    NR_RX,
-    NR_RX_RINGS_ONLY,
-    NR_TX,
-    NR_TX_RINGS_ONLY,
-    NS_MOREFRAG,
-)
+from ..adapter import Adapter, Found
+from ..constants import NM_MAXPIPES, NM_PIPE_MAXRINGS, NM_PIPE_MAXSLOTS, NR_RX, NR_TX, NS_MOREFRAG
 from ..errors import NetmapError
-from ..kring import K_HWCUR, K_HWTAIL, NOT_BUF_CHANGED, bad_slots, distance, spans
+from ..kring import NOT_BUF_CHANGED, KRing, SlotError, bad_slots, held_slots, kring_words, spans
 from ..names import PortSpec
-from ..port import Port, SlotError
-from ..registry import State, new_mem_id, on_release, release_open, transaction
+from ..registry import State, new_mem_id, transaction
 from ..ring import Ring
-from ..wake import kick
 
 DEFAULT_SLOTS = 1024
 #: buffers of a new parent region: room for 64 default pipes plus extras
@@ -100,6 +86,10 @@ def _region_for(state: State, spec: PortSpec, mem_id: int, need_bufs: int,
     return region
 
 
+def _key(spec: PortSpec) -> str:
+    return f"{spec.port}{{{spec.pipe_id}"
+
+
 def _create_pair(state: State, spec: PortSpec, conf: dict, mem_id: int) -> dict:
     mtx, mrx, mtx_s, mrx_s = _geometry(spec, conf)
     n_pipes = sum(1 for r in state["ports"].values()
@@ -121,109 +111,92 @@ def _create_pair(state: State, spec: PortSpec, conf: dict, mem_id: int) -> dict:
     record = {
         "kind": "pipe", "parent": spec.port, "id": spec.pipe_id, "mem_id": region.mem_id,
         "rings": rings,
-        "endpoints": {"master": {"opens": [], "ever": False},
-                      "slave": {"opens": [], "ever": False}},
+        "counts": {"master": [mtx, mrx, 0, 0], "slave": [mrx, mtx, 0, 0]},
+        "endpoints": {"master": {"opens": []}, "slave": {"opens": []}},
     }
-    state["ports"][f"{spec.port}{{{spec.pipe_id}"] = record
+    state["ports"][_key(spec)] = record
     return record
 
 
-def _bound(spec: PortSpec, ntx: int, nrx: int) -> tuple[list[int], list[int]]:
-    """Ring indices bound by the name's mode (spec §1.6; pipes: ALL_NIC or ONE_NIC)."""
-    if spec.mode == NR_REG_ALL_NIC:
-        tx, rx = list(range(ntx)), list(range(nrx))
-    elif spec.mode == NR_REG_ONE_NIC:
-        if spec.ringid >= ntx and spec.ringid >= nrx:
-            raise NetmapError(errno.EINVAL, f"{spec.spec}: ring {spec.ringid} does not exist "
-                              f"({ntx} tx, {nrx} rx rings)")
-        tx = [spec.ringid if spec.ringid < ntx else 0]
-        rx = [spec.ringid if spec.ringid < nrx else 0]
-    else:
-        raise NetmapError(errno.EINVAL,
-                          f"{spec.spec}: pipes have no host rings (only '-N' or no suffix)")
-    if spec.flags & NR_RX_RINGS_ONLY:
-        tx = []
-    if spec.flags & NR_TX_RINGS_ONLY:
-        rx = []
-    return tx, rx
-
-
-def _check_exclusive(record: dict, ep: str, tx: list[int], rx: list[int], flags: int) -> None:
-    for o in record["endpoints"][ep]["opens"]:
-        shared = set(o["tx"]) & set(tx) or set(o["rx"]) & set(rx)
-        if shared and (o["flags"] & NR_EXCLUSIVE or flags & NR_EXCLUSIVE):
-            raise NetmapError(errno.EBUSY, f"{ep} end of pipe {record['parent']}"
-                              f"{{{record['id']} is in exclusive use")
-
-
-def open_pipe(spec: PortSpec, conf: dict, extra_bufs: int, flags: int) -> Port:
-    """Register one end of a pipe: create the pair if new, bind its rings."""
-    ep = spec.pipe_role
-    assert ep is not None
-    with transaction() as state:
-        record = state["ports"].get(f"{spec.port}{{{spec.pipe_id}")
-        if record is None:
-            record = _create_pair(state, spec, conf, spec.mem_id or conf.get("mem_id", 0))
-        elif (spec.mem_id or conf.get("mem_id")) not in (None, 0, record["mem_id"]):
-            raise NetmapError(errno.EINVAL, f"{spec.spec}: the pipe lives in memory region "
-                              f"{record['mem_id']}")
-        region = R.attach(state, record["mem_id"])
-        mine, peer = record["rings"][ep], record["rings"][_PEER[ep]]
-        tx, rx = _bound(spec, len(mine["tx"]), len(mine["rx"]))
-        _check_exclusive(record, ep, tx, rx, flags)
-        nifp = objects.create_if(state, region, spec.name, len(mine["tx"]), len(mine["rx"]),
-                                 0, 0, {i: mine["tx"][i] for i in tx},
-                                 {i: mine["rx"][i] for i in rx})
-        head, got = objects.make_extra_list(region, extra_bufs)
-        region.buf[nifp + 32 : nifp + 36] = head.to_bytes(4, "little")
-        record["endpoints"][ep]["opens"].append({
-            "pid": os.getpid(), "token": liveness.token(), "if": nifp, "flags": flags,
-            "tx": tx, "rx": rx, "extra": got,
-        })
-        record["endpoints"][ep]["ever"] = True
-        R.hold(region)
-    tx_rings = [Ring(region, mine["tx"][i], NR_TX, i) for i in tx]
-    rx_rings = [Ring(region, mine["rx"][i], NR_RX, i) for i in rx]
-    adapter = PipeAdapter(spec, region, nifp,
-                          {i: Ring(region, peer["rx"][i], NR_RX, i) for i in tx},
-                          {i: Ring(region, peer["tx"][i], NR_TX, i) for i in rx})
-    port = Port(spec, region, nifp, flags, tx_rings, rx_rings, adapter)
-    port.extra_bufs = got
-    return port
-
-
-class PipeAdapter:
+class PipeAdapter(Adapter):
     """The kernel side of one pipe end."""
 
-    def __init__(self, spec: PortSpec, region: R.Region, nifp: int,
-                 peer_rx: dict[int, Ring], peer_tx: dict[int, Ring]) -> None:
-        self.spec = spec
-        self.region = region
-        self.nifp = nifp
-        self.peer_rx = peer_rx  # for my TX ring i: the peer's RX ring i
-        self.peer_tx = peer_tx  # for my RX ring i: the peer's TX ring i
-        self.nbufs = region.nbufs
-        self.key = f"{spec.port}{{{spec.pipe_id}"
+    kind = "pipe"
 
-    def txsync(self, ring: Ring, head: int) -> None:
-        k = ring._k
-        hwcur = k[K_HWCUR]
-        peer = self.peer_rx[ring.ringid]
-        pk = peer._k
-        n = ring.num_slots
+    @classmethod
+    def takes(cls, spec: PortSpec) -> bool:
+        return spec.is_pipe()
+
+    @classmethod
+    def get(cls, state: State, spec: PortSpec, conf: dict, pre: dict) -> Found:
+        """The pair (created on first open of either end) and this name's end."""
+        mem_id = spec.mem_id or conf.get("mem_id", 0)
+        record = state["ports"].get(_key(spec))
+        if record is None:
+            record = _create_pair(state, spec, conf, mem_id)
+        elif mem_id not in (0, record["mem_id"]):
+            raise NetmapError(errno.EINVAL, f"{spec.spec}: the pipe lives in memory region "
+                              f"{record['mem_id']}")
+        assert spec.pipe_role is not None
+        return Found(_key(spec), record, spec.pipe_role, R.attach(state, record["mem_id"]))
+
+    @classmethod
+    def release(cls, state: State, record: dict, o: dict, region: R.Region) -> None:
+        """Free the pair (rings and the buffers in them) after its last open."""
+        if any(e["opens"] for e in record["endpoints"].values()):
+            return
+        # Each slot's buffer is in the RX ring while delivered but not released,
+        # in the TX ring otherwise.
+        for sender in ("master", "slave"):
+            for t_ofs, r_ofs in zip(record["rings"][sender]["tx"],
+                                    record["rings"][_PEER[sender]]["rx"], strict=True):
+                t, r = objects.ring_slots(region, t_ofs), objects.ring_slots(region, r_ofs)
+                held = held_slots(kring_words(region.mem, r_ofs), len(t))
+                region.free_bufs(np.where(held, r["buf_idx"], t["buf_idx"]))
+                objects.free_ring(state, region, t_ofs)
+                objects.free_ring(state, region, r_ofs)
+        record["rings"] = {ep: {"tx": [], "rx": []} for ep in record["rings"]}
+
+    def __init__(self, spec: PortSpec, found: Found, region: R.Region, pre: dict) -> None:
+        super().__init__(spec, found, region, pre)
+        peer = found.record["rings"][_PEER[found.ep]]
+        self.peer_rx_ofs = peer["rx"]
+        self.peer_tx_ofs = peer["tx"]
+        self.peers: list[Ring] = []
+        self.nbufs = region.nbufs
+
+    def register(self, state: State, tx: list[Ring], rx: list[Ring]) -> None:
+        """Bind each ring to its peer's kring: my TX i feeds the peer's RX i and back."""
+        super().register(state, tx, rx)
+        for mine, ofs, d in [(r, self.peer_rx_ofs[r.ringid], NR_RX) for r in tx] + \
+                [(r, self.peer_tx_ofs[r.ringid], NR_TX) for r in rx]:
+            peer = Ring(self.region, ofs, d, mine.ringid)
+            self.peers.append(peer)
+            mine.kring.peer = peer.kring
+
+    def unregister(self) -> None:
+        for r in self.peers:
+            r.release_views()
+        self.peers = []
+
+    def txsync(self, kring: KRing, head: int) -> None:
+        hwcur = kring.hwcur
+        peer: KRing = kring.peer  # type: ignore[assignment]
+        n = kring.num_slots
         if head != hwcur:
-            self._pass_slots(ring, peer, hwcur, head)
-            k[K_HWCUR] = head
+            ring = kring.ring
+            self._pass_slots(ring, peer.ring, hwcur, head)
+            kring.hwcur = head
             last = head - 1 if head else n - 1
             if ring.slot_flags[last] & NS_MOREFRAG:
-                publish = self._complete_until(ring, pk[K_HWTAIL], head)
+                publish = self._complete_until(ring, peer.hwtail, head)
             else:
                 publish = head
-            if publish != pk[K_HWTAIL]:
-                pk[K_HWTAIL] = publish
-                kick(pk)
-        hwtail = pk[K_HWCUR] - 1
-        k[K_HWTAIL] = hwtail if hwtail >= 0 else n - 1
+            if publish != peer.hwtail:
+                peer.hwtail = publish
+                peer.notify()
+        hwtail = peer.hwcur - 1
+        kring.hwtail = hwtail if hwtail >= 0 else n - 1
 
     def _pass_slots(self, ring: Ring, peer: Ring, hwcur: int, head: int) -> None:
         """Copy the descriptors of ``[hwcur, head)`` to the peer ring, checked first.
@@ -238,10 +211,11 @@ class PipeAdapter:
             peer.raw[hwcur] = ring.raw[hwcur]
             ring.slot_flags[hwcur] &= NOT_BUF_CHANGED
             return
-        for s in spans(hwcur, head, ring.num_slots):
+        sl = spans(hwcur, head, ring.num_slots)
+        for s in sl:
             if bad_slots(ring.slot_buf_idx[s], ring.slot_len[s], self.nbufs, ring.buf_size):
                 raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or length")
-        for s in spans(hwcur, head, ring.num_slots):
+        for s in sl:
             peer.raw[s] = ring.raw[s]
             np.bitwise_and(ring.slot_flags[s], NOT_BUF_CHANGED, out=ring.slot_flags[s])
 
@@ -249,66 +223,30 @@ class PipeAdapter:
     def _complete_until(ring: Ring, start: int, head: int) -> int:
         """End of the last complete packet in ``[start, head)`` (MOREFRAG hold-back)."""
         n = ring.num_slots
-        count = distance(start, head, n)
-        idx = (start + np.arange(count)) % n
-        ends = np.flatnonzero((ring.slot_flags[idx] & NS_MOREFRAG) == 0)
-        return start if not len(ends) else int(idx[ends[-1]] + 1) % n
+        flags = np.concatenate([ring.slot_flags[s] for s in spans(start, head, n)])
+        ends = np.flatnonzero((flags & NS_MOREFRAG) == 0)
+        return start if not len(ends) else (start + int(ends[-1]) + 1) % n
 
-    def rxsync(self, ring: Ring, head: int) -> None:
-        k = ring._k
-        hwcur = k[K_HWCUR]
+    def rxsync(self, kring: KRing, head: int) -> None:
+        hwcur = kring.hwcur
         if head != hwcur:
-            peer = self.peer_tx[ring.ringid]
-            self._pass_slots(ring, peer, hwcur, head)
-            k[K_HWCUR] = head
-            kick(peer._k)
+            peer: KRing = kring.peer  # type: ignore[assignment]
+            self._pass_slots(kring.ring, peer.ring, hwcur, head)
+            kring.hwcur = head
+            peer.notify()
 
     def peer_gone(self) -> bool:
-        """POLLHUP: the other end was opened once and no live process holds it now."""
-        with transaction() as state:
-            record = state["ports"].get(self.key)
-            if record is None:
-                return True
-            peer = record["endpoints"][_PEER[self.spec.pipe_role]]
-            return peer["ever"] and not peer["opens"]
+        """POLLHUP: the other end was held, and no live process holds it now.
 
-    def close(self) -> None:
-        for r in list(self.peer_rx.values()) + list(self.peer_tx.values()):
-            r.release_views()
-        with transaction() as state:
-            record = state["ports"].get(self.key)
-            if record is None:
-                return
-            ep = record["endpoints"][self.spec.pipe_role]
-            for o in ep["opens"]:
-                if o["pid"] == os.getpid() and o["if"] == self.nifp:
-                    release_open(state, record, o)
-                    break
-
-
-@on_release("pipe")
-def _release(state: State, record: dict, o: dict) -> None:
-    """Free an open's ``netmap_if`` and extras; free the pair after its last open."""
-    region = R.attach(state, record["mem_id"])
-    try:
-        objects.free_if(state, region, o["if"], o["extra"])
-        if any(e["opens"] for e in record["endpoints"].values()):
-            return
-        # Each slot's buffer is in the RX ring while delivered but not released,
-        # in the TX ring otherwise.
-        for sender in ("master", "slave"):
-            for t_ofs, r_ofs in zip(record["rings"][sender]["tx"],
-                                    record["rings"][_PEER[sender]]["rx"], strict=True):
-                t, r = objects.ring_slots(region, t_ofs), objects.ring_slots(region, r_ofs)
-                rk = objects.kring(region, r_ofs)
-                n = len(t)
-                held = (np.arange(n) - int(rk[K_HWCUR])) % n < distance(
-                    int(rk[K_HWCUR]), int(rk[K_HWTAIL]), n)
-                region.free_bufs(np.where(held, r["buf_idx"], t["buf_idx"]))
-                objects.free_ring(state, region, t_ofs)
-                objects.free_ring(state, region, r_ofs)
-        record["endpoints"] = {"master": {"opens": [], "ever": True},
-                               "slave": {"opens": [], "ever": True}}
-    finally:
-        if region.users == 0:
-            R.drop_unused(region)
+        Read from the peer rings' krings without the registry lock; only a
+        recorded holder that died unclosed makes us sweep the registry
+        (which then records a live holder, or none) and look again.
+        """
+        held = [r.kring for r in self.peers if r.kring.ever_held]
+        if not held or not all(k.holder_gone() for k in held):
+            return False
+        if any(k.holders for k in held):
+            with transaction():
+                pass  # its sweep releases the opens of dead processes
+            return all(k.holder_gone() for k in held)
+        return True

@@ -41,6 +41,7 @@ from ..constants import NR_REG_ONE_SW, NR_REG_SW, NS_BUF_CHANGED, NS_MOREFRAG
 from ..errors import NetmapError
 from ..port import POLLERR, POLLHUP, POLLIN, POLLOUT, Port
 from ..ring import Ring
+from ..wake import wait_any
 from .pktgen import report
 from .pktgen.options import UsageError, _int  # pkt-gen's command-line rules
 
@@ -294,31 +295,12 @@ class Bridge:
         if seconds > 0 and not self._stopped:
             select.select([self._stop_r], [], [], seconds)
 
-    def _arm(self, port: Port, events: int) -> int:
-        """Sync ``port`` as netmap's poll would, then arm it; returns what is ready.
-
-        With no events only the TX rings are flushed (netmap's poll still
-        txsyncs an fd polled for nothing).  A wake-up that a sync consumed
-        while ``arm`` ran has also cleared the request it answered (the peer
-        clears it when it kicks), and may have come from a sync of the peer
-        that changed nothing we can see: then we arm again, or the select
-        would sleep with that ring unarmed.
-        """
-        if not events:
-            return port.poll(0, 0)
-        rings = port.tx_rings + port.rx_rings
-        while True:
-            seen = [r.seen_kicks for r in rings]
-            revents = port.arm(events)
-            if revents or all(r.seen_kicks == s for r, s in zip(rings, seen, strict=True)):
-                return revents
-
     def run(self, duration: float = 0.0) -> None:
         """netmap's main loop until :meth:`stop` or ``duration`` seconds (0: no limit).
 
-        netmap polls both fds at once; here each port is synced and armed
-        for its events (``Port.arm``), then one ``select`` waits on both
-        ports' wake-up sockets and the stop socket.  A side with packets
+        netmap polls both fds at once; here :func:`pynetmap.wait_any` syncs
+        and arms each port for its events, then sleeps on both ports' file
+        descriptors and the stop socket.  A side with packets
         waits for the other side's TX space (POLLOUT), a side without waits
         for packets (POLLIN), so a full TX ring does not make it spin.
         """
@@ -338,27 +320,15 @@ class Bridge:
             n0, n1 = rx_slots_avail(pa), rx_slots_avail(pb)
             ev_a = (0 if n0 else POLLIN) | (POLLOUT if n1 else 0)
             ev_b = (POLLOUT if n0 else 0) | (0 if n1 else POLLIN)
-            ra = self._arm(pa, ev_a)
-            rb = self._arm(pb, ev_b)
+            timeout = POLL_TIMEOUT - (now - idle_since)
+            if deadline is not None:
+                timeout = min(timeout, deadline - now)
+            if self.verbose:
+                timeout = min(timeout, next_report - now)
+            ra, rb = wait_any((pa, pb), (ev_a, ev_b), max(0.0, timeout) * 1000,
+                              extra_fds=(self._stop_r.fileno(),))
             if not (ra or rb):
-                timeout = POLL_TIMEOUT - (now - idle_since)
-                if deadline is not None:
-                    timeout = min(timeout, deadline - now)
-                if self.verbose:
-                    timeout = min(timeout, next_report - now)
-                for p, ev in ((pa, ev_a), (pb, ev_b)):
-                    if ev & POLLOUT and p.tx_resync_s is not None:
-                        timeout = min(timeout, p.tx_resync_s)  # no wake-up for TX room
-                fds: list[Any] = [self._stop_r]
-                fds += [p.fileno() for p, ev in ((pa, ev_a), (pb, ev_b)) if ev]
-                ready, _, _ = select.select(fds, [], [], max(0.0, timeout))
-                if ready:
-                    # Consume the wake-ups by syncing every ring of the woken
-                    # port; the next round re-reads the rings and moves.
-                    for p in (pa, pb):
-                        if p.fileno() in ready:
-                            p.poll(POLLIN | POLLOUT, 0)
-                elif time.monotonic() - idle_since >= POLL_TIMEOUT:
+                if time.monotonic() - idle_since >= POLL_TIMEOUT:
                     self._poll_line("timeout", ev_a, 0, ev_b, 0)
                     idle_since = time.monotonic()
                 continue

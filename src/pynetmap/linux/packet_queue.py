@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kring import K_HWCUR, K_HWTAIL, clear_buf_changed, distance, gather, scatter
-from ..port import SlotError
+from ..kring import KRing, SlotError, clear_buf_changed, distance, gather, scatter
 from ..region import Region
 from ..ring import Ring
 from .tpacket import PacketSocket
@@ -47,27 +46,27 @@ class PacketQueue:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def txsync(self, ring: Ring, head: int) -> None:
-        k, n = ring._k, ring.num_slots
-        hwcur = k[K_HWCUR]
+    def txsync(self, kring: KRing, head: int) -> None:
+        ring, n = kring.ring, kring.num_slots
+        hwcur = kring.hwcur
         if head != hwcur:
             idx, lens = tx_batch(ring, hwcur, head, self.nbufs, self.max_frame)
             taken = self.sock.tx.produce(self.bufs, lens, rows=idx)
             if taken:
                 end = (hwcur + taken) % n
                 clear_buf_changed(ring.slot_flags, hwcur, end, n)
-                k[K_HWCUR] = hwcur = end
+                kring.hwcur = hwcur = end
         if self.sock.tx.in_flight():
             self.sock.kick()
-        k[K_HWTAIL] = (hwcur - 1) % n
+        kring.hwtail = (hwcur - 1) % n
 
-    def rxsync(self, ring: Ring, head: int) -> None:
-        k, n = ring._k, ring.num_slots
-        hwcur = k[K_HWCUR]
+    def rxsync(self, kring: KRing, head: int) -> None:
+        ring, n = kring.ring, kring.num_slots
+        hwcur = kring.hwcur
         if head != hwcur:
             clear_buf_changed(ring.slot_flags, hwcur, head, n)
-            k[K_HWCUR] = hwcur = head
-        hwtail = k[K_HWTAIL]
+            kring.hwcur = hwcur = head
+        hwtail = kring.hwtail
         room = n - 1 - distance(hwcur, hwtail, n)
         got = self.sock.rx.ready(room) if room else 0
         if not got:
@@ -81,7 +80,7 @@ class PacketQueue:
         self.sock.rx.release(got)
         scatter(ring.slot_len, hwtail, lens, n)
         scatter(ring.slot_flags, hwtail, np.zeros(got, np.uint16), n)
-        k[K_HWTAIL] = end
+        kring.hwtail = end
 
     def statistics(self) -> dict[str, int]:
         return self.sock.statistics()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NetmapError
-from ..liveness import alive
+from ..osl import process_alive
 from . import bpf
 from .ifinfo import if_name, net_error
 
@@ -78,7 +78,7 @@ class AttachedProg:
     def stale(self) -> bool:
         """Loaded by a pynetmap process that no longer exists."""
         return (self.ours and self.owner_pid is not None and self.owner_pid != os.getpid()
-                and not alive(self.owner_pid))
+                and not process_alive(self.owner_pid))
 
 
 def _describe(prog_id: int, mode: str) -> AttachedProg:

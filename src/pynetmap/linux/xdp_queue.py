@@ -26,8 +26,8 @@ import numpy as np
 
 from ..constants import NS_MOREFRAG
 from ..kring import (
-    K_HWCUR,
-    K_HWTAIL,
+    KRing,
+    SlotError,
     bad_slots,
     clear_buf_changed,
     distance,
@@ -35,7 +35,6 @@ from ..kring import (
     scatter,
     spans,
 )
-from ..port import SlotError
 from ..region import Region
 from ..ring import Ring
 from .xsk import XDP_PACKET_HEADROOM, XskSocket
@@ -101,9 +100,9 @@ class XdpQueue:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def txsync(self, ring: Ring, head: int) -> None:
-        k, n = ring._k, ring.num_slots
-        hwcur = k[K_HWCUR]
+    def txsync(self, kring: KRing, head: int) -> None:
+        ring, n = kring.ring, kring.num_slots
+        hwcur = kring.hwcur
         if head != hwcur:
             idx, lens = tx_batch(ring, hwcur, head, self.nbufs, self.max_frame)
             addr = (idx.astype(np.uint64) << np.uint64(self.shift)) + np.uint64(
@@ -112,16 +111,16 @@ class XdpQueue:
             assert sent == len(idx), "XSK TX ring smaller than the netmap ring"
             clear_buf_changed(ring.slot_flags, hwcur, head, n)
             self.in_flight += sent
-            k[K_HWCUR] = hwcur = head
+            kring.hwcur = hwcur = head
         if self.sock.tx.pending():
             self.sock.kick()
         if self.in_flight:
             self.in_flight -= len(self.sock.comp.consume(self.in_flight))
-        k[K_HWTAIL] = (hwcur - 1 - self.in_flight) % n
+        kring.hwtail = (hwcur - 1 - self.in_flight) % n
 
-    def rxsync(self, ring: Ring, head: int) -> None:
-        k, n = ring._k, ring.num_slots
-        hwcur = k[K_HWCUR]
+    def rxsync(self, kring: KRing, head: int) -> None:
+        ring, n = kring.ring, kring.num_slots
+        hwcur = kring.hwcur
         if head != hwcur:
             idx = gather(ring.slot_buf_idx, hwcur, head, n)
             if idx.min() < 2 or idx.max() >= self.nbufs:
@@ -129,8 +128,8 @@ class XdpQueue:
             clear_buf_changed(ring.slot_flags, hwcur, head, n)
             given = self.sock.fill.produce(idx.astype(np.uint64) << np.uint64(self.shift))
             assert given == len(idx), "fill ring smaller than the buffers it serves"
-            k[K_HWCUR] = hwcur = head
-        hwtail = k[K_HWTAIL]
+            kring.hwcur = hwcur = head
+        hwtail = kring.hwtail
         room = n - 1 - distance(hwcur, hwtail, n)
         if room:
             addr, lens = self.sock.rx.peek(room)
@@ -140,7 +139,7 @@ class XdpQueue:
                 scatter(ring.slot_len, hwtail, lens, n)
                 scatter(ring.slot_flags, hwtail, np.zeros(got, np.uint16), n)
                 self.sock.rx.release(got)
-                k[K_HWTAIL] = (hwtail + got) % n
+                kring.hwtail = (hwtail + got) % n
         self.sock.wakeup_rx()
 
     def statistics(self) -> dict[str, int]:

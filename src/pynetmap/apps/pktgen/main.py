@@ -71,6 +71,8 @@ class Run:
         self.cfg = cfg
         self.out = sys.stderr if cfg.json else sys.stdout
         self.cancel: Any = None
+        #: Ctrl-C seen, also before the workers (and ``cancel``) exist
+        self.interrupted = threading.Event()
         self.stats = np.zeros((cfg.nthreads, NCOUNTERS))
         self.workers: list[Any] = []
 
@@ -119,7 +121,8 @@ class Run:
         except (NetmapError, ValueError, TypeError) as e:
             report.log("main", 3005, f"Unable to open {cfg.ifname}: {e}")
             return 1
-        if_mac, if_mtu = _iface(port)
+        info = port.info()
+        if_mac, if_mtu = info.mac, info.mtu
         if not cfg.src_mac:
             cfg.src_mac = if_mac or "00:00:00:00:00:00"
         try:
@@ -134,11 +137,11 @@ class Run:
             port.close()
             report.log("main", 3020, f"pkt_size ({frames.size}) must be <= mtu ({mtu})")
             return 1
-        if cfg.function in SENDERS and port.engine and (frames.frags > 1
-                                                        or frames.size > port.max_frame):
+        if cfg.function in SENDERS and not info.multislot and (
+                frames.frags > 1 or frames.size > info.max_frame):
             port.close()
             report.log("main", 3021, f"pkt_size ({frames.size}) must fit one slot, at most "
-                       f"{port.max_frame} bytes, on {cfg.ifname} (NIC ports take no "
+                       f"{info.max_frame} bytes, on {cfg.ifname} ({info.kind} ports take no "
                        "multi-slot packets yet)")
             return 1
         for note in self._notes(port) + frames.notes:
@@ -161,16 +164,20 @@ class Run:
                        f"{frames.frag_size}")
         if cfg.wait_link:
             report.log("main", 3120, f"Wait {cfg.wait_link} secs for phy reset")
-            time.sleep(cfg.wait_link)
+            self.interrupted.wait(cfg.wait_link)
+        if self.interrupted.is_set():  # Ctrl-C before the start: nothing was moved
+            port.close()
+            self._summary()
+            return 0
         report.log("main", 3123, "Ready...")
         try:
             if cfg.nthreads == 1:
                 self._start_thread(port, frames)
             else:
-                if port.engine is not None:  # a NIC queue takes one port: free them first
+                if info.one_port_per_ring:  # the workers' opens need our rings: free them
                     port.close()
                 self._start_processes()
-                if port.engine is None:
+                if not info.one_port_per_ring:
                     # A pipe end whose last holder closes reads as gone (POLLHUP) to the
                     # peer: hold it until every worker holds its ring.
                     self._wait_opened()
@@ -186,7 +193,9 @@ class Run:
         return 0
 
     def _sigint(self, signum: int, frame: Any) -> None:
-        self.cancel.set()
+        self.interrupted.set()
+        if self.cancel is not None:
+            self.cancel.set()
 
     def _start_thread(self, port: Port, frames: FrameSource) -> None:
         self.cancel = threading.Event()
@@ -264,22 +273,6 @@ class Run:
                               cfg.normalize, cfg.framing, cfg.json)
         sys.stdout.write(text)
         sys.stdout.flush()
-
-
-def _iface(port: Port) -> tuple[str | None, int | None]:
-    """(MAC, MTU) of the OS interface behind a NIC port, else (None, None).
-
-    Asked of the kernel in this thread's network namespace (sysfs may show another).
-    """
-    if port.engine is None:
-        return None, None
-    from ...linux import ifinfo
-
-    try:
-        mac = ":".join(f"{b:02x}" for b in ifinfo.mac(port.spec.port))
-        return mac, ifinfo.mtu(port.spec.port)
-    except (NetmapError, OSError):
-        return None, None
 
 
 def _addr(r: Any) -> str:
