@@ -49,10 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         from .apps.bridge import main as bridge
 
         return bridge(rest)
-    if tool == "list":
-        return _list()
-    if tool == "clean":
-        return _clean()
+    if tool in ("list", "clean"):
+        from .errors import NetmapError
+
+        try:
+            return _list() if tool == "list" else _clean()
+        except NetmapError as e:
+            print(f"pynetmap {tool}: {e.strerror or e}", file=sys.stderr)
+            return 1
     print(f"pynetmap: unknown tool {tool!r}\n{__doc__}", file=sys.stderr)
     return 2
 

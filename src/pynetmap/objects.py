@@ -25,6 +25,16 @@ def create_ring(state: State, region: R.Region, n: int, direction: int, ringid: 
     netmap's placeholder ring).
     """
     ofs = R.alloc(state, region.mem_id, "ring", KRING_SIZE + L.ring_size(n)) + KRING_SIZE
+    init_ring(region, ofs, n, direction, ringid, buf_idx)
+    return ofs
+
+
+def init_ring(region: R.Region, ofs: int, n: int, direction: int, ringid: int,
+              buf_idx: np.ndarray | None) -> None:
+    """Lay out a new ring (and its kring block before it) at ``ofs`` (spec §2.1).
+
+    No allocation: also for regions without an allocator (``Region.wrap``).
+    """
     buf = region.mem
     hdr = np.ndarray((), L.RING_DTYPE, buffer=buf, offset=ofs)
     hdr[...] = 0
@@ -41,7 +51,6 @@ def create_ring(state: State, region: R.Region, n: int, direction: int, ringid: 
     init_words(kring_words(buf, ofs), n, direction)
     if direction == NR_TX:
         hdr["tail"] = n - 1
-    return ofs
 
 
 def free_ring(state: State, region: R.Region, ofs: int) -> None:
