@@ -16,36 +16,13 @@ pynetmap imports only from this package, never from an OS module.
 
 import sys
 
+# The OS modules share one API (``__all__``, checked by tests/test_osl.py).
 if sys.platform == "win32":
-    from .windows import (
-        Doorbell,
-        check_private_dir,
-        locked,
-        process_alive,
-        process_token,
-        ring,
-        shm_attach,
-        shm_close,
-        shm_create,
-        shm_unlink,
-        user_tag,
-    )
+    from .windows import *  # noqa: F403
 else:
-    from .posix import (
-        Doorbell,
-        check_private_dir,
-        locked,
-        process_alive,
-        process_token,
-        ring,
-        shm_attach,
-        shm_close,
-        shm_create,
-        shm_unlink,
-        user_tag,
-    )
+    from .posix import *  # noqa: F403
 
-__all__ = [
+__all__ = [  # noqa: F405 - defined by the star import above
     "Doorbell", "check_private_dir", "locked", "process_alive", "process_token", "ring",
     "shm_attach", "shm_close", "shm_create", "shm_unlink", "user_tag",
 ]
