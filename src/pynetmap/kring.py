@@ -37,19 +37,20 @@ if TYPE_CHECKING:
 #: a slot's flags without NS_BUF_CHANGED, which a sync clears once it has seen it
 NOT_BUF_CHANGED = np.uint16(0xFFFF ^ NS_BUF_CHANGED)
 
-# Words of the kring block (uint32 each); only this module indexes them.
-_HWCUR = 0
-_HWTAIL = 1
-_RHEAD = 2
-_RCUR = 3
-_RTAIL = 4
-_NEED_KICK = 5  # 1 while a waiter sleeps on this ring and wants a wake-up
-_WAITER = 6  # the waiter's doorbell address
-_KICKS = 7  # wake-ups sent so far, so the waiter knows how many to drain
-_HOLDERS = 8  # opens bound to this ring now (changed under the registry lock)
-_EVER = 9  # 1 once an open was bound to it (a peer that never came is not gone)
-_HOLDER_PID = 10  # one live holder, for a lock-free liveness check
-_HOLDER_TOKEN = 11  # and its identity token (two words)
+# Words of the kring block (uint32 each).  Named fields (``kring.hwcur``) are the
+# API; a hot adapter path may index ``kring.w`` with these names instead.
+HWCUR = 0
+HWTAIL = 1
+RHEAD = 2
+RCUR = 3
+RTAIL = 4
+NEED_KICK = 5  # 1 while a waiter sleeps on this ring and wants a wake-up
+WAITER = 6  # the waiter's doorbell address
+KICKS = 7  # wake-ups sent so far, so the waiter knows how many to drain
+HOLDERS = 8  # opens bound to this ring now (changed under the registry lock)
+EVER = 9  # 1 once an open was bound to it (a peer that never came is not gone)
+HOLDER_PID = 10  # one live holder, for a lock-free liveness check
+HOLDER_TOKEN = 11  # and its identity token (two words)
 KRING_SIZE = 64
 
 #: ``sync(kring, head)``: the adapter's txsync or rxsync
@@ -78,12 +79,14 @@ def _fence() -> None:
 class KRing:
     """The kernel side of one ring: named fields over the shared kring words."""
 
-    __slots__ = ("w", "hdr", "ring", "num_slots", "dir", "ringid", "nbufs", "buf_size",
-                 "sync", "notify", "seen_kicks", "peer")
+    __slots__ = ("w", "hdr", "hdr64", "ring", "num_slots", "dir", "ringid", "nbufs",
+                 "buf_size", "sync", "notify", "seen_kicks", "on_kicks", "peer")
 
-    def __init__(self, ring: Ring, words: memoryview, hdr: memoryview, nbufs: int) -> None:
+    def __init__(self, ring: Ring, words: memoryview, hdr: memoryview, hdr64: memoryview,
+                 nbufs: int) -> None:
         self.w = words
         self.hdr = hdr  # the user's netmap_ring header, as 32-bit words
+        self.hdr64 = hdr64  # and as 64-bit words (timestamps)
         self.ring = ring
         self.num_slots: int = hdr[L.RW_NUM_SLOTS]
         self.buf_size: int = hdr[L.RW_BUF_SIZE]
@@ -94,73 +97,90 @@ class KRing:
         self.sync: SyncFn = _no_sync
         #: wake the ring's waiter (default: the doorbell protocol of :mod:`pynetmap.wake`)
         self.notify: Callable[[], None] = self.kick
-        self.seen_kicks: int = words[_KICKS]  # wake-ups already consumed
+        self.seen_kicks: int = words[KICKS]  # wake-ups already consumed
+        #: called with the number of wake-ups a sync found sent for this ring, so
+        #: the waiter drains exactly those (set by the port; none: nobody drains)
+        self.on_kicks: Callable[[int], None] = _ignore
         #: the kring this one exchanges slots with, for adapters that pair rings (pipes)
         self.peer: KRing | None = None
 
     # -- netmap's fields ---------------------------------------------------------------
     @property
     def hwcur(self) -> int:
-        return self.w[_HWCUR]
+        return self.w[HWCUR]
 
     @hwcur.setter
     def hwcur(self, v: int) -> None:
-        self.w[_HWCUR] = v
+        self.w[HWCUR] = v
 
     @property
     def hwtail(self) -> int:
-        return self.w[_HWTAIL]
+        return self.w[HWTAIL]
 
     @hwtail.setter
     def hwtail(self, v: int) -> None:
-        self.w[_HWTAIL] = v
+        self.w[HWTAIL] = v
 
     @property
     def rhead(self) -> int:
-        return self.w[_RHEAD]
+        return self.w[RHEAD]
 
     @property
     def rcur(self) -> int:
-        return self.w[_RCUR]
+        return self.w[RCUR]
 
     @property
     def rtail(self) -> int:
-        return self.w[_RTAIL]
+        return self.w[RTAIL]
 
     # -- the sync sequence -------------------------------------------------------------
     def txsync(self) -> str | None:
         """Prologue, the adapter's txsync, finalize; returns why the ring was reset, if so."""
         w, h, n = self.w, self.hdr, self.num_slots
         head, cur = h[L.RW_HEAD], h[L.RW_CUR]
-        if not tx_prologue(n, w[_HWCUR], w[_HWTAIL], w[_RHEAD], w[_RTAIL], head, cur):
+        if not tx_prologue(n, w[HWCUR], w[HWTAIL], w[RHEAD], w[RTAIL], head, cur):
             return self.reinit(f"head {head} cur {cur}")
-        if h[L.RW_TAIL] != w[_RTAIL]:
-            h[L.RW_TAIL] = w[_RTAIL]  # the user wrote tail: restore it
-        w[_RHEAD] = head
-        w[_RCUR] = cur
+        if h[L.RW_TAIL] != w[RTAIL]:
+            h[L.RW_TAIL] = w[RTAIL]  # the user wrote tail: restore it
+        w[RHEAD] = head
+        w[RCUR] = cur
         try:
             self.sync(self, head)
         except SlotError as e:
             return self.reinit(str(e))
-        h[L.RW_TAIL] = w[_RTAIL] = w[_HWTAIL]
+        h[L.RW_TAIL] = w[RTAIL] = w[HWTAIL]
+        if w[KICKS] != self.seen_kicks:
+            self._consume_kicks()
         return None
 
-    def rxsync(self) -> str | None:
-        """Prologue, the adapter's rxsync, finalize; returns why the ring was reset, if so."""
+    def rxsync(self, now_ns: int) -> str | None:
+        """Prologue, the adapter's rxsync, finalize (with ``ts``); returns why the ring
+        was reset, if so."""
         w, h, n = self.w, self.hdr, self.num_slots
         head, cur = h[L.RW_HEAD], h[L.RW_CUR]
-        w[_RHEAD] = head
-        w[_RCUR] = cur
+        w[RHEAD] = head
+        w[RCUR] = cur
         why = None
-        if not rx_prologue(n, w[_HWCUR], w[_HWTAIL], head, cur):
+        if not rx_prologue(n, w[HWCUR], w[HWTAIL], head, cur):
             why = self.reinit(f"head {head} cur {cur}")
         else:
             try:
                 self.sync(self, head)
             except SlotError as e:
                 why = self.reinit(str(e))
-        h[L.RW_TAIL] = w[_RTAIL] = w[_HWTAIL]
+        h[L.RW_TAIL] = w[RTAIL] = w[HWTAIL]
+        t = self.hdr64
+        t[L.RQ_TS_SEC] = now_ns // 1_000_000_000
+        t[L.RQ_TS_USEC] = now_ns // 1000 % 1_000_000
+        if w[KICKS] != self.seen_kicks:
+            self._consume_kicks()
         return why
+
+    def _consume_kicks(self) -> None:
+        k = self.w[KICKS]
+        d = (k - self.seen_kicks) & 0xFFFFFFFF
+        self.seen_kicks = k
+        self.on_kicks(d)
 
     def reinit(self, why: str) -> str:
         """``netmap_ring_reinit``: sanitize every slot, reset head/cur/tail to the kernel's."""
@@ -176,8 +196,8 @@ class KRing:
         holder's ``head`` must not carry over).
         """
         w, h = self.w, self.hdr
-        h[L.RW_HEAD] = h[L.RW_CUR] = w[_RHEAD] = w[_RCUR] = w[_HWCUR]
-        h[L.RW_TAIL] = w[_RTAIL] = w[_HWTAIL]
+        h[L.RW_HEAD] = h[L.RW_CUR] = w[RHEAD] = w[RCUR] = w[HWCUR]
+        h[L.RW_TAIL] = w[RTAIL] = w[HWTAIL]
 
     def pending(self) -> bool:
         """``cur != tail``: something for the user (RX) or room (TX)."""
@@ -188,35 +208,32 @@ class KRing:
         """Ring the waiter's doorbell if it asked for it (call after publishing)."""
         _fence()
         w = self.w
-        if w[_NEED_KICK]:
-            w[_NEED_KICK] = 0
-            if osl.ring(w[_WAITER]):
-                w[_KICKS] = (w[_KICKS] + 1) & 0xFFFFFFFF
+        if w[NEED_KICK]:
+            w[NEED_KICK] = 0
+            if osl.ring(w[WAITER]):
+                w[KICKS] = (w[KICKS] + 1) & 0xFFFFFFFF
 
     def arm(self, address: int) -> None:
         """Ask the other side to ring ``address`` on its next publish on this ring."""
-        self.w[_WAITER] = address
-        self.w[_NEED_KICK] = 1
+        self.w[WAITER] = address
+        self.w[NEED_KICK] = 1
         _fence()
 
     def disarm(self) -> None:
-        self.w[_NEED_KICK] = 0
+        self.w[NEED_KICK] = 0
 
-    def new_kicks(self) -> int:
-        """Wake-ups sent for this ring since the last call (datagrams to drain)."""
-        k = self.w[_KICKS]
-        d = (k - self.seen_kicks) & 0xFFFFFFFF
-        self.seen_kicks = k
-        return d
+    def forget_kicks(self) -> None:
+        """Count the wake-ups sent so far as consumed (the doorbell was emptied)."""
+        self.seen_kicks = self.w[KICKS]
 
     # -- holders (who uses the ring; control path) --------------------------------------
     @property
     def holders(self) -> int:
-        return self.w[_HOLDERS]
+        return self.w[HOLDERS]
 
     @property
     def ever_held(self) -> bool:
-        return bool(self.w[_EVER])
+        return bool(self.w[EVER])
 
     def holder_gone(self) -> bool:
         """True if the ring was held and its holder is gone (closed, or died unclosed).
@@ -226,17 +243,21 @@ class KRing:
         (which records a live holder, or zero) and asks again.
         """
         w = self.w
-        if not w[_EVER]:
+        if not w[EVER]:
             return False
-        if not w[_HOLDERS]:
+        if not w[HOLDERS]:
             return True
-        token = w[_HOLDER_TOKEN] | w[_HOLDER_TOKEN + 1] << 32
-        return not osl.process_alive(w[_HOLDER_PID], token)
+        token = w[HOLDER_TOKEN] | w[HOLDER_TOKEN + 1] << 32
+        return not osl.process_alive(w[HOLDER_PID], token)
 
     def __repr__(self) -> str:
         d = "tx" if self.dir == NR_TX else "rx"
         return (f"<KRing {d}{self.ringid} hwcur={self.hwcur} hwtail={self.hwtail} "
                 f"rhead={self.rhead} rcur={self.rcur} rtail={self.rtail}>")
+
+
+def _ignore(count: int) -> None:
+    return None
 
 
 def _no_sync(kring: KRing, head: int) -> None:
@@ -247,7 +268,7 @@ def init_words(words: np.ndarray, n: int, direction: int) -> None:
     """A new ring's kring (spec §2.1): TX ``hwtail = n-1``; RX empty; nobody holds it."""
     words[:] = 0
     if direction == NR_TX:
-        words[_HWTAIL] = words[_RTAIL] = n - 1
+        words[HWTAIL] = words[RTAIL] = n - 1
 
 
 def kring_words(mem: np.ndarray, ofs: int) -> np.ndarray:
@@ -257,18 +278,18 @@ def kring_words(mem: np.ndarray, ofs: int) -> np.ndarray:
 
 def set_holders(words: np.ndarray, count: int, pid: int = 0, token: int = 0) -> None:
     """Record ``count`` holders of a ring, one of them ``pid``; under the registry lock."""
-    words[_HOLDERS] = count
-    words[_HOLDER_PID] = pid
-    words[_HOLDER_TOKEN] = token & 0xFFFFFFFF
-    words[_HOLDER_TOKEN + 1] = token >> 32 & 0xFFFFFFFF
+    words[HOLDERS] = count
+    words[HOLDER_PID] = pid
+    words[HOLDER_TOKEN] = token & 0xFFFFFFFF
+    words[HOLDER_TOKEN + 1] = token >> 32 & 0xFFFFFFFF
     if count:
-        words[_EVER] = 1
+        words[EVER] = 1
 
 
 def held_slots(words: np.ndarray, n: int) -> np.ndarray:
     """Mask of an RX ring's slots from ``hwcur`` to ``hwtail`` (delivered, not released)."""
-    hwcur = int(words[_HWCUR])
-    return (np.arange(n) - hwcur) % n < distance(hwcur, int(words[_HWTAIL]), n)
+    hwcur = int(words[HWCUR])
+    return (np.arange(n) - hwcur) % n < distance(hwcur, int(words[HWTAIL]), n)
 
 
 # -- the prologues (pure) ------------------------------------------------------------------

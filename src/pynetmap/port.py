@@ -64,6 +64,7 @@ class Port:
         self._rx_k = [r.kring for r in rx_rings]
         self._all_k = self._tx_k + self._rx_k
         self._waiter = Waiter()
+        self._waiter.watch(self._all_k)
         self._doorbell = adapter.doorbell
         self._kernel = adapter.kernel_sync
         self._next_hup_check = 0.0
@@ -142,7 +143,6 @@ class Port:
             why = k.txsync()
             if why is not None:
                 errors.append(f"{self.name} tx ring {k.ringid}: {why}")
-        self._waiter.drain(self._tx_k)
         return errors
 
     def _rxsync(self) -> list[str]:
@@ -151,16 +151,11 @@ class Port:
         if self._kernel:
             return self.adapter.kernel_rxsync()
         errors = []
+        now = time.time_ns()
         for k in self._rx_k:
-            why = k.rxsync()
+            why = k.rxsync(now)
             if why is not None:
                 errors.append(f"{self.name} rx ring {k.ringid}: {why}")
-        if self._rx_k:
-            now = time.time_ns()
-            for r in self.rx_rings:
-                r._hdr64[L.RQ_TS_SEC] = now // 1_000_000_000
-                r._hdr64[L.RQ_TS_USEC] = now // 1000 % 1_000_000
-        self._waiter.drain(self._rx_k)
         return errors
 
     def peer_gone(self) -> bool:

@@ -117,26 +117,22 @@ def open_port(cls: type[Adapter], spec: PortSpec, conf: dict, extra_bufs: int, f
         adapter = cls(spec, found, region, pre)
         try:
             adapter.register(state, tx_rings, rx_rings)
+            o = {"pid": os.getpid(), "token": osl.process_token(), "if": nifp, "flags": flags,
+                 "tx": tx, "rx": rx, "extra": got, **private}
+            record["endpoints"][ep]["opens"].append(o)
+            for r in tx_rings + rx_rings:
+                if not r.kring.holders:
+                    r.kring.reset_user()  # nobody holds it: no earlier holder's head carries over
+            _count_holders(region, record, ep)
         except BaseException:
             adapter.unregister()
-            _drop_views(tx_rings + rx_rings)
+            for r in tx_rings + rx_rings:
+                r.release_views()
             raise
-        o = {"pid": os.getpid(), "token": osl.process_token(), "if": nifp, "flags": flags,
-             "tx": tx, "rx": rx, "extra": got, **private}
-        record["endpoints"][ep]["opens"].append(o)
-        for r in tx_rings + rx_rings:
-            if not r.kring.holders:
-                r.kring.reset_user()  # nobody holds it: no earlier holder's head carries over
-        _count_holders(region, record, ep)
         R.hold(region)
     port = Port(spec, region, nifp, flags, tx_rings, rx_rings, adapter)
     port.extra_bufs = got
     return port
-
-
-def _drop_views(rings: list[Ring]) -> None:
-    for r in rings:
-        r.release_views()
 
 
 def _count_holders(region: R.Region, record: dict, ep: str) -> None:

@@ -50,7 +50,8 @@ class Ring:
         #: the region's buffer pool, ``bufs[buf_idx]`` is a buffer
         self.bufs = region.bufs
         #: the kernel side of this ring (netmap's ``struct netmap_kring``)
-        self.kring = KRing(self, buf[ofs - KRING_SIZE : ofs].cast("I"), self._hdr, region.nbufs)
+        self.kring = KRing(self, buf[ofs - KRING_SIZE : ofs].cast("I"), self._hdr, self._hdr64,
+                           region.nbufs)
 
     # -- netmap's fields -------------------------------------------------
     @property

@@ -53,14 +53,18 @@ class Waiter:
         for k in krings:
             k.disarm()
 
-    def drain(self, krings: Sequence[KRing]) -> None:
-        """Consume the wake-ups peers sent for ``krings`` (no system call if none)."""
-        pending = 0
+    def watch(self, krings: Sequence[KRing]) -> None:
+        """Have the syncs of ``krings`` report the wake-ups they find, to drain exactly those.
+
+        A busy port thereby skips the ``recv`` system call when nobody rang.
+        """
         for k in krings:
-            pending += k.new_kicks()
-        if pending:
-            self.consumed += pending
-            self.bell.drain(pending)
+            k.on_kicks = self.drain
+
+    def drain(self, count: int) -> None:
+        """Consume ``count`` wake-ups that syncs found sent (see :meth:`watch`)."""
+        self.consumed += count
+        self.bell.drain(count)
 
     def forget(self, krings: Sequence[KRing]) -> None:
         """Empty the doorbell: what it held is stale once the rings are looked at again.
@@ -68,7 +72,7 @@ class Waiter:
         Also what stops a stray datagram from keeping ``fileno()`` readable.
         """
         for k in krings:
-            k.new_kicks()
+            k.forget_kicks()
         self.consumed += 1 + self.bell.drain_all()
 
     def sleep(self, timeout: float) -> bool:

@@ -33,7 +33,17 @@ from .. import region as R
 from ..adapter import Adapter, Found
 from ..constants import NM_MAXPIPES, NM_PIPE_MAXRINGS, NM_PIPE_MAXSLOTS, NR_RX, NR_TX, NS_MOREFRAG
 from ..errors import NetmapError
-from ..kring import NOT_BUF_CHANGED, KRing, SlotError, bad_slots, held_slots, kring_words, spans
+from ..kring import (
+    HWCUR,
+    HWTAIL,
+    NOT_BUF_CHANGED,
+    KRing,
+    SlotError,
+    bad_slots,
+    held_slots,
+    kring_words,
+    spans,
+)
 from ..names import PortSpec
 from ..registry import State, new_mem_id, transaction
 from ..ring import Ring
@@ -180,23 +190,24 @@ class PipeAdapter(Adapter):
         self.peers = []
 
     def txsync(self, kring: KRing, head: int) -> None:
-        hwcur = kring.hwcur
+        # Words, not properties: this runs once per ring per sync (see kring.HWCUR).
+        w = kring.w
         peer: KRing = kring.peer  # type: ignore[assignment]
+        pw = peer.w
+        hwcur = w[HWCUR]
         n = kring.num_slots
         if head != hwcur:
             ring = kring.ring
             self._pass_slots(ring, peer.ring, hwcur, head)
-            kring.hwcur = head
-            last = head - 1 if head else n - 1
-            if ring.slot_flags[last] & NS_MOREFRAG:
-                publish = self._complete_until(ring, peer.hwtail, head)
-            else:
-                publish = head
-            if publish != peer.hwtail:
-                peer.hwtail = publish
+            w[HWCUR] = head
+            published = pw[HWTAIL]
+            if ring.slot_flags[head - 1 if head else n - 1] & NS_MOREFRAG:
+                head = self._complete_until(ring, published, head)
+            if head != published:
+                pw[HWTAIL] = head
                 peer.notify()
-        hwtail = peer.hwcur - 1
-        kring.hwtail = hwtail if hwtail >= 0 else n - 1
+        hwtail = pw[HWCUR] - 1
+        w[HWTAIL] = hwtail if hwtail >= 0 else n - 1
 
     def _pass_slots(self, ring: Ring, peer: Ring, hwcur: int, head: int) -> None:
         """Copy the descriptors of ``[hwcur, head)`` to the peer ring, checked first.
@@ -228,11 +239,12 @@ class PipeAdapter(Adapter):
         return start if not len(ends) else (start + int(ends[-1]) + 1) % n
 
     def rxsync(self, kring: KRing, head: int) -> None:
-        hwcur = kring.hwcur
+        w = kring.w
+        hwcur = w[HWCUR]
         if head != hwcur:
             peer: KRing = kring.peer  # type: ignore[assignment]
             self._pass_slots(kring.ring, peer.ring, hwcur, head)
-            kring.hwcur = head
+            w[HWCUR] = head
             peer.notify()
 
     def peer_gone(self) -> bool:

@@ -417,12 +417,16 @@ class NicAdapter(Adapter):
             sock.close()  # type: ignore[attr-defined]
         self.queues.clear()
         self.forward.clear()
+        self._bound.clear()
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
 
     def unregister(self) -> None:
-        """Stop the queues and close our handles; the release undoes shared set-up."""
+        """Stop the queues and close our handles; the release undoes shared set-up.
+
+        Idempotent: a failed register has already called it.
+        """
         self._stop()
         for handle in (self.host, self.program):
             if handle is not None:
