@@ -221,8 +221,7 @@ class Port:
                     waiter.arm(armed)
                     armed_at = waiter.consumed
                     continue
-                if waiter.sleep(left):
-                    waiter.forget(self._all_k)
+                waiter.sleep(left, self._all_k)
         finally:
             if armed:
                 waiter.disarm(armed)

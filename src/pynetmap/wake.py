@@ -75,9 +75,18 @@ class Waiter:
             k.forget_kicks()
         self.consumed += 1 + self.bell.drain_all()
 
-    def sleep(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` (at most ``MAX_SLEEP``) seconds; True if woken."""
-        return self.bell.sleep(max(0.0, min(timeout, MAX_SLEEP)))
+    def sleep(self, timeout: float, krings: Sequence[KRing]) -> bool:
+        """Wait up to ``timeout`` (at most ``MAX_SLEEP``) seconds; True if woken.
+
+        Woken, the doorbell is empty (the bell drains itself) and the
+        wake-ups sent for ``krings`` so far count as consumed.
+        """
+        if not self.bell.sleep(max(0.0, min(timeout, MAX_SLEEP))):
+            return False
+        for k in krings:
+            k.forget_kicks()
+        self.consumed += 1
+        return True
 
     def close(self) -> None:
         self.bell.close()
