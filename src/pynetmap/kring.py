@@ -153,21 +153,22 @@ class KRing:
             self._consume_kicks()
         return None
 
-    def rxsync(self, now_ns: int) -> str | None:
-        """Prologue, the adapter's rxsync, finalize (with ``ts``); returns why the ring
-        was reset, if so."""
+    def rxsync(self, now_ns: int = 0) -> str | None:
+        """Prologue, the adapter's rxsync, finalize (``ts`` from ``now_ns``); returns why
+        the ring was reset, if so."""
         w, h, n = self.w, self.hdr, self.num_slots
         head, cur = h[L.RW_HEAD], h[L.RW_CUR]
         w[RHEAD] = head
         w[RCUR] = cur
         why = None
         if not rx_prologue(n, w[HWCUR], w[HWTAIL], head, cur):
+            # as netmap's ioctl path: reset, then still import what arrived
             why = self.reinit(f"head {head} cur {cur}")
-        else:
-            try:
-                self.sync(self, head)
-            except SlotError as e:
-                why = self.reinit(str(e))
+            head = w[HWCUR]
+        try:
+            self.sync(self, head)
+        except SlotError as e:
+            why = self.reinit(str(e))
         h[L.RW_TAIL] = w[RTAIL] = w[HWTAIL]
         t = self.hdr64
         t[L.RQ_TS_SEC] = now_ns // 1_000_000_000
@@ -324,7 +325,7 @@ def rx_prologue(n: int, hwcur: int, hwtail: int, head: int, cur: int) -> bool:
 def sanitize_slots(buf_idx: np.ndarray, lens: np.ndarray, nbufs: int, buf_size: int) -> int:
     """netmap's slot scan on reinit: bad buffer -> index 0 and len 0; long len -> 0.
 
-    Returns the number of slots changed.
+    Returns the number of invalid slots found (already-sanitized ones count again).
     """
     bad_idx = (buf_idx < 2) | (buf_idx >= nbufs)
     long_len = ~bad_idx & (lens > buf_size)
