@@ -158,10 +158,6 @@ class Port:
                 errors.append(f"{self.name} rx ring {k.ringid}: {why}")
         return errors
 
-    def peer_gone(self) -> bool:
-        """POLLHUP: the adapter says the other side went away (see ``Adapter.peer_gone``)."""
-        return self.adapter.peer_gone()
-
     # -- poll ----------------------------------------------------------------
     def poll(self, events: int = POLLIN, timeout_ms: float = -1) -> int:
         """netmap's ``poll()`` on this port: sync, then sleep until ready (spec §2.6).
