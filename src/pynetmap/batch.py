@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import NS_BUF_CHANGED, NS_MOREFRAG
-from .kring import distance
+from .kring import distance, spans
 
 if TYPE_CHECKING:
     from .ring import Ring
@@ -32,9 +32,8 @@ class SlotBatch:
         self.ring = ring
         self.start = start
         self.count = count
-        end = start + count
         n = ring.num_slots
-        self.spans = (slice(start, end),) if end <= n else (slice(start, n), slice(0, end - n))
+        self.spans = spans(start, (start + count) % n, n)  # count < n: never the full ring
 
     def __len__(self) -> int:
         return self.count
