@@ -8,10 +8,14 @@ words to a 64-bit accumulator cannot overflow for any frame we handle, and
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 
+_Sum = TypeVar("_Sum", int, np.ndarray)
 
-def fold(s: np.ndarray | int) -> np.ndarray | int:
+
+def fold(s: _Sum) -> _Sum:
     """Fold a one's-complement sum to 16 bits (end-around carry)."""
     for _ in range(4):  # enough for any 64-bit sum
         s = (s & 0xFFFF) + (s >> 16)

@@ -50,7 +50,7 @@ IF_DTYPE = np.dtype(
 )
 
 #: byte offset of ``ni_bufs_head`` in a netmap_if (the extra-buffer list, spec §2.7)
-IF_BUFS_HEAD_OFS = IF_DTYPE.fields["ni_bufs_head"][1]
+IF_BUFS_HEAD_OFS: int = IF_DTYPE.fields["ni_bufs_head"][1]  # type: ignore[index] # a struct
 
 # Indices of the ring header's 32-bit words, for memoryview("I") access.
 RW_NUM_SLOTS = 2

@@ -198,10 +198,13 @@ def create(state: State, mem_id: int, geom: Geometry) -> Region:
     except OSError as e:
         raise NetmapError(e.errno or 12, f"cannot create shared memory of {size} bytes: {e}") from e
     undo(lambda: osl.shm_unlink(name))
-    _HDR.pack_into(shm.buf, 0, MAGIC, LAYOUT_VERSION, mem_id, size, bitmap, ifp,
+    buf = shm.buf
+    assert buf is not None  # a new mapping has its buffer
+    _HDR.pack_into(buf, 0, MAGIC, LAYOUT_VERSION, mem_id, size, bitmap, ifp,
                    geom.if_pool_size, ringp, geom.ring_pool_size, bufp, geom.nbufs,
                    geom.buf_size)
     region = Region.from_shm(shm)
+    assert region.bitmap is not None  # a pynetmap region has one
     region.bitmap[:2] = 1  # indices 0 and 1 are reserved
     state["regions"][str(mem_id)] = {"shm": name, "allocs": {"if": [], "ring": []}}
     _cache[mem_id] = region

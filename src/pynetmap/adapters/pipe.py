@@ -118,7 +118,7 @@ def _create_pair(state: State, spec: PortSpec, conf: dict, mem_id: int) -> dict:
             rings[sender]["tx"].append(objects.create_ring(state, region, n, NR_TX, i, bufs))
             rings[_PEER[sender]]["rx"].append(
                 objects.create_ring(state, region, n, NR_RX, i, bufs))
-    record = {
+    record: dict = {
         "kind": "pipe", "parent": spec.port, "id": spec.pipe_id, "mem_id": region.mem_id,
         "rings": rings,
         "counts": {"master": [mtx, mrx, 0, 0], "slave": [mrx, mtx, 0, 0]},

@@ -202,8 +202,9 @@ def prog_load_xdp(insns: bytes, name: str = PROG_NAME, license: bytes = LICENSE)
         fd = bpf(BPF_PROG_LOAD, attr)
     except OSError:
         text = log.value.decode(errors="replace").strip().replace("\n", " | ")
-        raise NetmapError(first.errno, f"XDP program {name!r} rejected by the kernel "
-                                       f"({os.strerror(first.errno)}): {text}") from None
+        err = first.errno or errno.EINVAL
+        raise NetmapError(err, f"XDP program {name!r} rejected by the kernel "
+                               f"({os.strerror(err)}): {text}") from None
     return fd  # a transient failure the second time did not repeat
 
 

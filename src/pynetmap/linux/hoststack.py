@@ -63,7 +63,7 @@ def _ipr() -> Any:
         from pyroute2 import IPRoute
     except ImportError:
         raise NetmapError(errno.ENOSYS, "host rings need pyroute2 "
-                                        "(pip install 'pynetmap[linux]')") from None
+                                        "(pip install pyroute2)") from None
     return IPRoute()
 
 
@@ -124,6 +124,7 @@ class HostStack:
                                   f"{app}/{stack}: {e}") from None
             record["host"] = {"app": app, "stack": stack}
             s_idx, a_idx = _index(ipr, stack), _index(ipr, app)
+            assert s_idx is not None and a_idx is not None  # just created
             ipr.link("set", index=s_idx, address=":".join(f"{b:02x}" for b in mac(ifname)),
                      mtu=mtu(ifname))
             ipr.link("set", index=a_idx, mtu=mtu(ifname))

@@ -29,6 +29,7 @@ import errno
 import os
 import select
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +42,13 @@ from ..kring import KRing, gather
 from ..names import PortSpec
 from ..registry import State, new_mem_id
 from ..ring import Ring
+
+if TYPE_CHECKING:
+    from .bpf import XskProgram
+    from .hoststack import HostStack
+    from .packet_queue import PacketQueue
+    from .tpacket import PacketSocket
+    from .xdp_queue import XdpQueue
 
 DEFAULT_SLOTS = 1024
 #: a 2048-byte buffer less the 256 bytes AF_XDP keeps in front of a received frame
@@ -74,12 +82,15 @@ def _xdp_refused() -> str | None:
         if not I.has_capability(cap) and not (
                 cap == I.CAP_BPF and I.has_capability(I.CAP_SYS_ADMIN)):
             return f"{I._CAP_NAMES[cap]} is missing"
+    import importlib.util
     import socket
 
     try:
         socket.socket(44, socket.SOCK_RAW, 0).close()
     except OSError as e:
         return f"AF_XDP sockets are not available ({e.strerror})"
+    if importlib.util.find_spec("pyroute2") is None:  # attaching the XDP program needs it
+        return "pyroute2 is not installed (pip install pyroute2)"
     return None
 
 
@@ -246,10 +257,10 @@ class NicAdapter(Adapter):
         self.nq: int = record["queues"]
         self.mac: str = pre["mac"]
         self.mtu: int = pre["mtu"]
-        self.queues: dict[int, object] = {}  # ringid -> XdpQueue | PacketQueue
-        self.program = None
-        self.host = None
-        self.forward: dict[int, object] = {}  # NR_FORWARD senders, by direction
+        self.queues: dict[int, XdpQueue | PacketQueue] = {}  # by ringid
+        self.program: XskProgram | None = None
+        self.host: HostStack | None = None
+        self.forward: dict[bool, PacketSocket] = {}  # NR_FORWARD senders, by direction
         self.mode = "copy"
         self.max_frame = region.buf_size - region.lead
         #: poll() object for our own waits; an epoll fd only if someone asks for fileno()
@@ -276,8 +287,8 @@ class NicAdapter(Adapter):
     def _start(self, record: dict, tx: list[Ring], rx: list[Ring]) -> None:
         host = any(r.ringid >= self.nq for r in tx + rx)
         pairs: dict[int, list[Ring | None]] = {}
-        for r in tx:
-            pairs.setdefault(r.ringid, [None, None])[0] = r
+        for t in tx:
+            pairs.setdefault(t.ringid, [None, None])[0] = t
         for r in rx:
             pairs.setdefault(r.ringid, [None, None])[1] = r
         nic = {q: p for q, p in pairs.items() if q < self.nq}
@@ -287,15 +298,16 @@ class NicAdapter(Adapter):
             from .hoststack import HostStack
 
             self.host = HostStack.setup(self.ifname, record)
-        for q, (t, r) in pairs.items():
+        for q, (t_ring, r_ring) in pairs.items():
             on_host = q >= self.nq
-            ifname = self.host.app_if if on_host else self.ifname
-            queue = self._queue(ifname, 0 if on_host else q, t, r, self.spares.get(q),
-                                self.xdp_mode)
+            ifname = self.host.app_if if on_host and self.host else self.ifname
+            queue = self._queue(ifname, 0 if on_host else q, t_ring, r_ring,
+                                self.spares.get(q), self.xdp_mode)
             self.queues[q] = queue
             self._poll.register(queue.fileno(), select.POLLIN)
-            if self.engine == "xdp" and r is not None:
-                prog = self.host.program if on_host else self.program
+            if self.engine == "xdp" and r_ring is not None:
+                prog = self.host.program if on_host and self.host else self.program
+                assert prog is not None  # loaded above for NIC queues, by the host stack
                 prog.set(0 if on_host else q, queue.fileno())
                 if not on_host:
                     self._bound.append(q)
@@ -304,7 +316,7 @@ class NicAdapter(Adapter):
             self.max_frame = min(self.max_frame, queue.max_frame)
 
     def _queue(self, ifname: str, q: int, tx: Ring | None, rx: Ring | None,
-               spare: np.ndarray | None, xdp_mode: str) -> object:
+               spare: np.ndarray | None, xdp_mode: str) -> XdpQueue | PacketQueue:
         if self.engine == "xdp":
             from .xdp_queue import XdpQueue
 
@@ -314,7 +326,7 @@ class NicAdapter(Adapter):
 
         return PacketQueue(ifname, self.region, tx, rx, RX_BACKLOG)
 
-    def _program(self, record: dict) -> object:
+    def _program(self, record: dict) -> XskProgram:
         """The interface's redirect program: ours to share if a live port loaded it."""
         from . import bpf, xdp_attach
 
@@ -341,12 +353,12 @@ class NicAdapter(Adapter):
 
     # -- data path ---------------------------------------------------------------------
     def txsync(self, kring: KRing, head: int) -> None:
-        self.queues[kring.ringid].txsync(kring, head)  # type: ignore[attr-defined]
+        self.queues[kring.ringid].txsync(kring, head)
 
     def rxsync(self, kring: KRing, head: int) -> None:
         if kring.ring.flags & NR_FORWARD and head != kring.hwcur:
             self._forward(kring, head)
-        self.queues[kring.ringid].rxsync(kring, head)  # type: ignore[attr-defined]
+        self.queues[kring.ringid].rxsync(kring, head)
 
     def _forward(self, kring: KRing, head: int) -> None:
         """Transparent mode: released RX slots marked NS_FORWARD go to the other side.
@@ -365,11 +377,13 @@ class NicAdapter(Adapter):
         ring.slot_flags[(hwcur + sel) % n] &= np.uint16(0xFFFF ^ NS_FORWARD)
         to_host = kring.ringid < self.nq
         dest = self._forwarder(to_host)
-        ok = (lens >= 14) & (lens <= dest.tx.max_len)
-        dest.tx.produce(self.region.bufs, lens[ok], rows=idx[ok])
+        tx = dest.tx
+        assert tx is not None  # made with TX frames
+        ok = (lens >= 14) & (lens <= tx.max_len)
+        tx.produce(self.region.bufs, lens[ok], rows=idx[ok])
         dest.kick()
 
-    def _forwarder(self, to_host: bool) -> object:
+    def _forwarder(self, to_host: bool) -> PacketSocket:
         if self.host is None:
             raise NetmapError(errno.EINVAL, f"{self.ifname}: NR_FORWARD needs the host "
                               "rings (open netmap:IFNAME* or IFNAME^)")
@@ -393,7 +407,7 @@ class NicAdapter(Adapter):
         if self._epoll is None:
             self._epoll = select.epoll()
             for queue in self.queues.values():
-                self._epoll.register(queue.fileno(), select.EPOLLIN)  # type: ignore[attr-defined]
+                self._epoll.register(queue.fileno(), select.EPOLLIN)
         return self._epoll.fileno()
 
     def wait(self, timeout: float, want_tx: bool) -> None:
@@ -402,19 +416,21 @@ class NicAdapter(Adapter):
 
     def statistics(self) -> dict[int, dict[str, int]]:
         """Kernel drop counters of every queue (XDP_STATISTICS / PACKET_STATISTICS)."""
-        return {q: queue.statistics() for q, queue in self.queues.items()}  # type: ignore
+        return {q: queue.statistics() for q, queue in self.queues.items()}
 
     # -- teardown ----------------------------------------------------------------------
     def _stop(self) -> None:
-        for q in self._bound:
-            try:
-                self.program.clear(q)  # type: ignore[union-attr]
-            except NetmapError:
-                pass  # the kernel removed the socket already
+        prog = self.program
+        if prog is not None:
+            for q in self._bound:
+                try:
+                    prog.clear(q)
+                except NetmapError:
+                    pass  # the kernel removed the socket already
         for queue in self.queues.values():
-            queue.close()  # type: ignore[attr-defined]
+            queue.close()
         for sock in self.forward.values():
-            sock.close()  # type: ignore[attr-defined]
+            sock.close()
         self.queues.clear()
         self.forward.clear()
         self._bound.clear()
@@ -430,7 +446,7 @@ class NicAdapter(Adapter):
         self._stop()
         for handle in (self.host, self.program):
             if handle is not None:
-                handle.close()  # type: ignore[attr-defined]
+                handle.close()
         self.host = self.program = None
 
 

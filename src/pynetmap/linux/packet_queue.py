@@ -49,26 +49,30 @@ class PacketQueue:
     def txsync(self, kring: KRing, head: int) -> None:
         ring, n = kring.ring, kring.num_slots
         hwcur = kring.hwcur
+        tx = self.sock.tx
+        assert tx is not None  # txsync runs only on a queue bound with a TX ring
         if head != hwcur:
             idx, lens = tx_batch(ring, hwcur, head, self.nbufs, self.max_frame)
-            taken = self.sock.tx.produce(self.bufs, lens, rows=idx)
+            taken = tx.produce(self.bufs, lens, rows=idx)
             if taken:
                 end = (hwcur + taken) % n
                 clear_buf_changed(ring.slot_flags, hwcur, end, n)
                 kring.hwcur = hwcur = end
-        if self.sock.tx.in_flight():
+        if tx.in_flight():
             self.sock.kick()
         kring.hwtail = (hwcur - 1) % n
 
     def rxsync(self, kring: KRing, head: int) -> None:
         ring, n = kring.ring, kring.num_slots
         hwcur = kring.hwcur
+        rx = self.sock.rx
+        assert rx is not None  # rxsync runs only on a queue bound with an RX ring
         if head != hwcur:
             clear_buf_changed(ring.slot_flags, hwcur, head, n)
             kring.hwcur = hwcur = head
         hwtail = kring.hwtail
         room = n - 1 - distance(hwcur, hwtail, n)
-        got = self.sock.rx.ready(room) if room else 0
+        got = rx.ready(room) if room else 0
         if not got:
             return
         end = (hwtail + got) % n
@@ -76,8 +80,8 @@ class PacketQueue:
         if rows.min() < 2 or rows.max() >= self.nbufs:
             # the user swapped a bad buffer into a slot it had released
             raise SlotError(f"slots {hwtail}..{end} hold an invalid buffer")
-        lens = self.sock.rx.copy_to(self.bufs, got, rows=rows)
-        self.sock.rx.release(got)
+        lens = rx.copy_to(self.bufs, got, rows=rows)
+        rx.release(got)
         scatter(ring.slot_len, hwtail, lens, n)
         scatter(ring.slot_flags, hwtail, np.zeros(got, np.uint16), n)
         kring.hwtail = end

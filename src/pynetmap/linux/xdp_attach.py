@@ -52,7 +52,7 @@ def _rtnl(op: str, ifindex: int, **kw: Any) -> Any:
         from pyroute2 import IPRoute, NetlinkError
     except ImportError:
         raise NetmapError(errno.ENOSYS, "attaching XDP programs needs pyroute2 "
-                                        "(pip install 'pynetmap[linux]')") from None
+                                        "(pip install pyroute2)") from None
     with IPRoute() as ipr:
         try:
             return ipr.link(op, index=ifindex, **kw)

@@ -80,11 +80,11 @@ class XdpQueue:
                  rx: Ring | None, mode: str, spare: np.ndarray) -> None:
         n_tx = tx.num_slots if tx is not None else 0
         n_rx = rx.num_slots if rx is not None else 0
-        fill = _pow2(n_rx + len(spare)) if rx is not None else 64
+        fill_size = _pow2(n_rx + len(spare)) if rx is not None else 64
         self.sock = XskSocket(ifname, queue, region.umem(), mode=mode,
                               rx_size=_pow2(max(n_rx, len(spare))) if rx is not None else 0,
                               tx_size=_pow2(n_tx) if tx is not None else 0,
-                              fill_size=fill, comp_size=_pow2(max(n_tx, 64)),
+                              fill_size=fill_size, comp_size=_pow2(max(n_tx, 64)),
                               frame_size=region.buf_size)
         self.mode = self.sock.mode
         self.nbufs = region.nbufs
@@ -93,9 +93,12 @@ class XdpQueue:
             raise ValueError("an AF_XDP queue needs a region with a 256-byte lead")
         self.max_frame = region.buf_size - region.lead
         self.in_flight = 0
+        fill, comp = self.sock.fill, self.sock.comp
+        assert fill is not None and comp is not None  # a bound socket has its UMEM rings
+        self.fill, self.comp = fill, comp
         if rx is not None:
             bufs = np.concatenate([rx.slot_buf_idx.astype(np.uint64), spare.astype(np.uint64)])
-            self.sock.fill.produce(bufs << np.uint64(self.shift))
+            fill.produce(bufs << np.uint64(self.shift))
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -103,42 +106,46 @@ class XdpQueue:
     def txsync(self, kring: KRing, head: int) -> None:
         ring, n = kring.ring, kring.num_slots
         hwcur = kring.hwcur
+        tx = self.sock.tx
+        assert tx is not None  # txsync runs only on a queue bound with a TX ring
         if head != hwcur:
             idx, lens = tx_batch(ring, hwcur, head, self.nbufs, self.max_frame)
             addr = (idx.astype(np.uint64) << np.uint64(self.shift)) + np.uint64(
                 XDP_PACKET_HEADROOM)
-            sent = self.sock.tx.produce(addr, lens)
+            sent = tx.produce(addr, lens)
             assert sent == len(idx), "XSK TX ring smaller than the netmap ring"
             clear_buf_changed(ring.slot_flags, hwcur, head, n)
             self.in_flight += sent
             kring.hwcur = hwcur = head
-        if self.sock.tx.pending():
+        if tx.pending():
             self.sock.kick()
         if self.in_flight:
-            self.in_flight -= len(self.sock.comp.consume(self.in_flight))
+            self.in_flight -= len(self.comp.consume(self.in_flight))
         kring.hwtail = (hwcur - 1 - self.in_flight) % n
 
     def rxsync(self, kring: KRing, head: int) -> None:
         ring, n = kring.ring, kring.num_slots
         hwcur = kring.hwcur
+        rx = self.sock.rx
+        assert rx is not None  # rxsync runs only on a queue bound with an RX ring
         if head != hwcur:
             idx = gather(ring.slot_buf_idx, hwcur, head, n)
             if idx.min() < 2 or idx.max() >= self.nbufs:
                 raise SlotError(f"released slots {hwcur}..{head} hold an invalid buffer")
             clear_buf_changed(ring.slot_flags, hwcur, head, n)
-            given = self.sock.fill.produce(idx.astype(np.uint64) << np.uint64(self.shift))
+            given = self.fill.produce(idx.astype(np.uint64) << np.uint64(self.shift))
             assert given == len(idx), "fill ring smaller than the buffers it serves"
             kring.hwcur = hwcur = head
         hwtail = kring.hwtail
         room = n - 1 - distance(hwcur, hwtail, n)
         if room:
-            addr, lens = self.sock.rx.peek(room)
+            addr, lens = rx.peek(room)
             got = len(addr)
             if got:
                 scatter(ring.slot_buf_idx, hwtail, (addr >> np.uint64(self.shift)), n)
                 scatter(ring.slot_len, hwtail, lens, n)
                 scatter(ring.slot_flags, hwtail, np.zeros(got, np.uint16), n)
-                self.sock.rx.release(got)
+                rx.release(got)
                 kring.hwtail = (hwtail + got) % n
         self.sock.wakeup_rx()
 
