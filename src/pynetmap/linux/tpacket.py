@@ -105,7 +105,7 @@ class FrameRing:
 
     def close(self) -> None:
         """Drop the views (the owner unmaps)."""
-        self.frames = self.status = self.length = self.snaplen = self.mac = None  # type: ignore
+        self.frames = self.status = self.length = self.snaplen = self.mac = None
 
 
 class RxFrames(FrameRing):

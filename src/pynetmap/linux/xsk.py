@@ -563,7 +563,7 @@ class XskSocket:
     def close(self) -> None:
         """Unmap the rings and close the socket (the kernel drops it from any XSKMAP)."""
         self._close_fds()
-        self.umem = None  # type: ignore[assignment]
+        self.umem = None
         self.owner = None
 
     def __enter__(self) -> XskSocket:

@@ -54,7 +54,7 @@ class WinAPI:
         import msvcrt
         from ctypes import wintypes
 
-        k = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        k = ctypes.WinDLL("kernel32", use_last_error=True)
         k.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
         k.OpenProcess.restype = wintypes.HANDLE
         k.WaitForSingleObject.argtypes = (wintypes.HANDLE, wintypes.DWORD)
