@@ -339,3 +339,13 @@ def test_bad_slots_never_reach_the_wire(veth: netns.VethPair, engine: str) -> No
     assert len(errors) == 5 and "accepted" not in errors, errors
     assert "NS_MOREFRAG" in errors[-1]
     assert after["rx_packets"] == before["rx_packets"]
+
+
+def test_without_pyroute2_auto_falls_back_and_says_so(veth: netns.VethPair) -> None:
+    netns.require_privileges(bpf=True)
+    code = ("import sys, pynetmap\nsys.modules['pyroute2'] = None  # as if not installed\n"
+            f"with pynetmap.open('netmap:{veth.if_a}') as p:\n    print(p.info().engine)\n")
+    r = netns.run(veth.ns_a, sys.executable, "-c", code, check=False, timeout=20)
+    assert r.stdout.strip() == "packet", r
+    assert r.stderr.strip() == (f"pynetmap: {veth.if_a}: AF_XDP unavailable (pyroute2 is not "
+                                "installed (pip install pyroute2)); using AF_PACKET")
