@@ -8,6 +8,8 @@ the record headers are built with NumPy.
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
 import time
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ class Capture:
     lens: np.ndarray
     ts_ns: np.ndarray
     linktype: int
+    #: each packet's length on the wire; above ``lens`` where the capture cut it (snaplen)
+    orig_lens: np.ndarray
 
     def __len__(self) -> int:
         return len(self.lens)
@@ -37,17 +41,21 @@ class Capture:
         return self.data[i, : self.lens[i]].tobytes()
 
 
-def _pack(pkts: list[bytes], ts: list[int], linktype: int) -> Capture:
+def _pack(pkts: list[bytes], ts: list[int], linktype: int, orig: list[int]) -> Capture:
     width = max((len(p) for p in pkts), default=0)
     data = np.zeros((len(pkts), width), np.uint8)
     for i, p in enumerate(pkts):  # once, at load time
         data[i, : len(p)] = np.frombuffer(p, np.uint8)
     return Capture(data, np.array([len(p) for p in pkts], np.uint32),
-                   np.array(ts, np.int64), linktype)
+                   np.array(ts, np.int64), linktype, np.array(orig, np.uint32))
 
 
 def read(path: str) -> Capture:
-    """Read a pcap (either byte order, µs or ns) or pcapng file."""
+    """Read a pcap (either byte order, µs or ns) or pcapng file.
+
+    A file that ends inside a record is refused (ValueError): its last packet
+    would come back cut, and a replay would send the cut frame as a packet.
+    """
     with open(path, "rb") as f:
         raw = f.read()
     if len(raw) < 24:
@@ -63,26 +71,36 @@ def read(path: str) -> Capture:
         raise ValueError(f"{path}: not a pcap or pcapng file")
     scale = 1000 if magic == _MAGIC_US else 1
     linktype = struct.unpack_from(endian + "I", raw, 20)[0]
-    pkts, ts = [], []
+    pkts, ts, origs = [], [], []
     pos = 24
     rec = struct.Struct(endian + "IIII")
-    while pos + 16 <= len(raw):
-        sec, frac, incl, _orig = rec.unpack_from(raw, pos)
+    while pos < len(raw):
+        if pos + 16 > len(raw):
+            raise ValueError(f"{path}: truncated: the file ends inside the header of "
+                             f"packet {len(pkts) + 1}")
+        sec, frac, incl, orig = rec.unpack_from(raw, pos)
         pos += 16
+        if pos + incl > len(raw):
+            raise ValueError(f"{path}: truncated: packet {len(pkts) + 1} has {incl} bytes, "
+                             f"the file holds {len(raw) - pos} of them")
         pkts.append(raw[pos : pos + incl])
         ts.append(sec * 1_000_000_000 + frac * scale)
+        origs.append(max(orig, incl))
         pos += incl
-    return _pack(pkts, ts, linktype)
+    return _pack(pkts, ts, linktype, origs)
 
 
 def _read_pcapng(raw: bytes, path: str) -> Capture:
     pkts: list[bytes] = []
     ts: list[int] = []
+    origs: list[int] = []
     linktypes: list[int] = []
     resol: list[int] = []
     endian = "<"
     pos = 0
-    while pos + 12 <= len(raw):
+    while pos < len(raw):
+        if pos + 12 > len(raw):
+            raise ValueError(f"{path}: truncated pcapng block at {pos}")
         btype = struct.unpack_from(endian + "I", raw, pos)[0]
         if btype == _PCAPNG_SHB:
             bom = raw[pos + 8 : pos + 12]
@@ -96,16 +114,20 @@ def _read_pcapng(raw: bytes, path: str) -> Capture:
             linktypes.append(struct.unpack_from(endian + "H", body)[0])
             resol.append(_if_tsresol(body[8:], endian))
         elif btype == 6:  # enhanced packet
-            ifid, hi, lo, cap, _orig = struct.unpack_from(endian + "IIIII", body)
+            ifid, hi, lo, cap, orig = struct.unpack_from(endian + "IIIII", body)
+            if 20 + cap > len(body):
+                raise ValueError(f"{path}: truncated packet in the pcapng block at {pos}")
             pkts.append(body[20 : 20 + cap])
+            origs.append(max(orig, cap))
             units = (hi << 32) | lo
             ts.append(units * 1_000_000_000 // resol[ifid] if ifid < len(resol) else units)
         elif btype == 3:  # simple packet
             orig = struct.unpack_from(endian + "I", body)[0]
-            pkts.append(body[4 : 4 + orig])
+            pkts.append(body[4 : 4 + orig])  # the block's size caps what a snaplen cut
             ts.append(0)
+            origs.append(orig)
         pos += blen
-    return _pack(pkts, ts, linktypes[0] if linktypes else LINKTYPE_ETHERNET)
+    return _pack(pkts, ts, linktypes[0] if linktypes else LINKTYPE_ETHERNET, origs)
 
 
 def _if_tsresol(opts: bytes, endian: str) -> int:
@@ -155,3 +177,14 @@ class Writer:
 
     def close(self) -> None:
         self.f.close()
+
+
+def append_parts(path: str, parts: list[str]) -> None:
+    """Append the records of ``parts`` (files a :class:`Writer` wrote) to ``path`` (one
+    too), in that order, and delete them: one capture from several writers."""
+    with open(path, "ab") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                f.seek(24)  # each part has its own file header; ``path`` has one already
+                shutil.copyfileobj(f, out)
+            os.unlink(part)
