@@ -124,11 +124,23 @@ def usage() -> str:
     return "\n".join(lines) + "\n"
 
 
+#: what each numeric option counts, for netmap-style "bad <what> <value>" messages
+_NUMBERS = {"-n": "count", "-l": "pktsize", "-b": "burst", "-a": "affinity", "-c": "cpus",
+            "-p": "nthreads", "-T": "report interval", "-w": "wait", "-R": "rate",
+            "-H": "virtio-net header length", "-F": "number of fragments",
+            "-M": "fragment size", "-o": "options"}
+
+
 def _int(opt: str, v: str) -> int:
+    """The number of option ``opt``.  None of pkt-gen's numbers can be negative: refused
+    here, before a negative count reads as "none" or a negative cpu count as "too high"."""
     try:
-        return int(v, 0)
+        n = int(v, 0)
     except ValueError:
         raise UsageError(f"option {opt} needs a number, got {v!r}") from None
+    if n < 0:
+        raise UsageError(f"bad {_NUMBERS[opt]} {n} ({opt} must not be negative)")
+    return n
 
 
 def parse(argv: list[str]) -> Config:
@@ -281,8 +293,6 @@ def _finish(c: Config, sizes: list[int]) -> None:
     if c.function == "txseq" and c.npkts:
         c.notes.append("Ignoring -n argument")
         c.npkts = 0
-    if c.rate < 0:
-        raise UsageError("rate (-R) must be positive")
 
 
 def geometry(c: Config) -> dict[str, int]:
