@@ -147,8 +147,17 @@ class Run:
         for note in self._notes(port) + frames.notes:
             report.log("main", 2985, note)
         nq = len(rings)
-        if cfg.nthreads > nq:
+        if cfg.nthreads > nq:  # a worker without a ring would fail and the rest run on
+            port.close()
             report.log("main", 3040, f"bad nthreads {cfg.nthreads}, have {nq} queues")
+            return 1
+        if cfg.pcap_out and cfg.function in RECEIVERS:
+            try:  # fail here, not in a worker after "Ready..."
+                open(cfg.pcap_out, "wb").close()  # noqa: SIM115
+            except OSError as e:
+                port.close()
+                report.log("main", 3013, f"--pcap-out {cfg.pcap_out}: {e.strerror}")
+                return 1
         if cfg.verbose:
             report.log("main", 3045, f"{port!r}: {len(port.tx_rings)} tx / "
                        f"{len(port.rx_rings)} rx rings of {rings[0].num_slots if rings else 0} "
