@@ -215,7 +215,8 @@ def test_sigint_prints_the_summary(run):
     assert tx.returncode == 0
     sent = summary(tx_out)[1]
     assert sent > 0
-    rx.send_signal(signal.SIGINT)
+    # rx stops by itself when the sender's end goes (POLLHUP); a SIGINT sent now could
+    # arrive after its handler was restored, as the process exits, and kill it
     rx_out, _ = done(rx)
     assert 0 < summary(rx_out)[1] <= sent
 

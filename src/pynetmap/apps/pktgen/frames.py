@@ -64,16 +64,16 @@ class FrameSource:
         self.table: FrameTable | None = None
         self.k = 0  # odometer / replay position
         self.seq = 0  # txseq's next sequence number
-        if cfg.replay:
-            self.table = FrameTable.of(pcap.read(cfg.replay))
-            if not len(self.table):
-                raise ValueError(f"{cfg.replay}: no packets")
+        if cfg.replay and cfg.function == "tx":  # other functions only note it (main)
+            cap = _ethernet_capture(cfg.replay, "--replay")
+            self.table = FrameTable.of(cap)
             self.size = self.table.max_len
+            cut = int(np.count_nonzero(cap.orig_lens > cap.lens))
+            if cut:
+                self.notes.append(f"--replay: {cut} of {len(cap)} frames were cut by the "
+                                  "capture (snaplen); sent as captured")
         elif cfg.pcap_file:
-            cap = pcap.read(cfg.pcap_file)
-            if not len(cap):
-                raise ValueError(f"{cfg.pcap_file}: no packets")
-            first = cap.packet(0)
+            first = _ethernet_capture(cfg.pcap_file, "-P").packet(0)
             self.table = FrameTable.of([bytes(self.h) + first])
             self.size = len(first)
             if cfg.src or cfg.dst or self.rand_src or self.rand_dst:
@@ -251,11 +251,34 @@ class FrameSource:
     def seq_checker(self) -> SeqChecker:
         return SeqChecker(self.h)
 
-    def pcap_writer(self) -> pcap.Writer:
-        return pcap.Writer(self.cfg.pcap_out)
+    def pcap_writer(self, tid: int) -> pcap.Writer:
+        return pcap.Writer(pcap_part(self.cfg.pcap_out, tid))
 
     def swap_addresses(self, rows: np.ndarray) -> None:
         swap_addresses(rows, self.h)
+
+
+def pcap_part(path: str, tid: int) -> str:
+    """Where worker ``tid`` writes its part of ``--pcap-out``: worker 0 the file
+    itself, the others a part file that main appends to it at the end."""
+    return path if tid == 0 else f"{path}.part{tid}"
+
+
+def _ethernet_capture(path: str, opt: str) -> pcap.Capture:
+    """The packets of ``path`` if they can be sent as they are: Ethernet frames
+    (pkt-gen sends every frame as one), each with at least its 14-byte header."""
+    cap = pcap.read(path)
+    if not len(cap):
+        raise ValueError(f"{opt} {path}: no packets")
+    if cap.linktype != pcap.LINKTYPE_ETHERNET:
+        raise ValueError(f"{opt} {path}: link type {cap.linktype}, not Ethernet (1); "
+                         "its frames cannot be sent as Ethernet frames")
+    short = np.flatnonzero(cap.lens < 14)
+    if len(short):
+        raise ValueError(f"{opt} {path}: packet {int(short[0]) + 1} has "
+                         f"{int(cap.lens[short[0]])} bytes, less than an Ethernet header "
+                         f"({len(short)} such)")
+    return cap
 
 
 class RttHistogram:

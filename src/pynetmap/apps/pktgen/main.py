@@ -4,7 +4,8 @@ With ``-p 1`` (the default) the worker is a thread of this process; with
 ``-p N`` it is N processes, each opening its own ring (``ONE_NIC`` mode,
 ring = index) so they run on N cores.  Counters live in one shared array
 (a row per worker) that the report loop sums, as netmap's ``main_thread``
-sums its threads' counters.
+sums its threads' counters.  With ``--pcap-out`` each worker writes its own
+part; the parts are appended to the file in worker order when all have stopped.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from ... import NR_REG_ONE_NIC, NetmapError, Port
+from ... import NR_REG_ONE_NIC, NetmapError, Port, pcap
 from ... import open as nm_open
 from . import options as O
 from . import report
-from .frames import FrameSource
+from .frames import FrameSource, pcap_part
 from .workers import (
     BYTES,
     DONE,
@@ -75,6 +76,9 @@ class Run:
         self.interrupted = threading.Event()
         self.stats = np.zeros((cfg.nthreads, NCOUNTERS))
         self.workers: list[Any] = []
+        self.worker: Worker | None = None  # the -p 1 worker, for ping's statistics
+        #: when the workers were started: the first report's interval begins here
+        self.t0 = 0.0
 
     # -- start-up ------------------------------------------------------------------------
     def _notes(self, port: Port) -> list[str]:
@@ -166,7 +170,9 @@ class Run:
         self.out.write(report.startup_lines(
             cfg.function, cfg.ifname, nq, cfg.nthreads, cfg.cpus,
             cfg.src or frames.src.text or _addr(frames.src),
-            cfg.dst or frames.dst.text or _addr(frames.dst), cfg.src_mac, cfg.dst_mac))
+            cfg.dst or frames.dst.text or _addr(frames.dst), cfg.src_mac, cfg.dst_mac,
+            cfg.replay if frames.table is not None and cfg.replay else "",
+            len(frames.table) if frames.table is not None else 0))
         self.out.flush()
         if cfg.function in SENDERS and frames.frags > 1:
             report.log("sender_body", 1555, f"frags {frames.frags} frag_size "
@@ -179,6 +185,7 @@ class Run:
             self._summary()
             return 0
         report.log("main", 3123, "Ready...")
+        self.t0 = time.time()
         try:
             if cfg.nthreads == 1:
                 self._start_thread(port, frames)
@@ -198,8 +205,17 @@ class Run:
                 w.join()
             if port is not None:
                 port.close()
+            self._merge_pcap()
         self._summary()
         return 0
+
+    def _merge_pcap(self) -> None:
+        """-p N --pcap-out: append the workers' parts to the file, in worker order."""
+        cfg = self.cfg
+        if not cfg.pcap_out or cfg.function not in RECEIVERS or cfg.nthreads == 1:
+            return
+        parts = [pcap_part(cfg.pcap_out, i) for i in range(1, cfg.nthreads)]
+        pcap.append_parts(cfg.pcap_out, [p for p in parts if os.path.exists(p)])
 
     def _sigint(self, signum: int, frame: Any) -> None:
         self.interrupted.set()
@@ -210,8 +226,8 @@ class Run:
         self.cancel = threading.Event()
         if self.cfg.busy:
             port.spin_us = math.inf
-        self.worker = Worker(self.cfg, 0, port, self.stats[0], self.cancel, frames)
-        t = threading.Thread(target=_run_worker, args=(self.worker,), daemon=True)
+        self.worker = w = Worker(self.cfg, 0, port, self.stats[0], self.cancel, frames)
+        t = threading.Thread(target=_run_worker, args=(w,), daemon=True)
         self.workers = [t]
         t.start()
 
@@ -236,7 +252,8 @@ class Run:
         """Until every worker process has opened its port (or failed, or died)."""
         deadline = time.monotonic() + timeout
         for ev, p in zip(self.opened, self.workers, strict=True):
-            while not ev.wait(0.05) and p.is_alive() and time.monotonic() < deadline:
+            while (not ev.wait(0.05) and p.is_alive() and time.monotonic() < deadline
+                   and not self.interrupted.is_set()):
                 pass
 
     # -- reports -------------------------------------------------------------------------
@@ -244,44 +261,67 @@ class Run:
         return any(w.is_alive() for w in self.workers) and not self.stats[:, DONE].all()
 
     def _report_loop(self) -> None:
+        """Report every -T ms, and once more at the end for what the last interval
+        moved (as netmap's main_thread): the reports add up to the summary."""
         cfg, s = self.cfg, self.stats
         rep = report.Reporter(cfg.normalize, cfg.framing, cfg.avg, cfg.json)
-        prev = s[:, [PKTS, BYTES, EVENTS]].sum(axis=0)
-        prev_t = time.time()
+        prev = np.zeros(3)  # from the start: what moved before the first report counts
+        prev_t = self.t0
         while True:
             next_t = prev_t + cfg.report_ms / 1000
             while self._alive() and time.time() < next_t:
                 time.sleep(min(0.05, max(0.0, next_t - time.time())))
-            if not self._alive():
-                break
+            alive = self._alive()
             now = time.time()
             usec = int((now - prev_t) * 1e6)
-            if usec < 10_000:
-                continue
             cur = s[:, [PKTS, BYTES, EVENTS]].sum(axis=0)
             d = cur - prev
-            min_space = int(s[:, MIN_SPACE].sum())
-            s[:, MIN_SPACE] = 99999
-            line = rep.line(int(d[0]), int(d[1]), int(d[2]), usec, min_space, now)
-            if cfg.json:
-                print(line, flush=True)
-            else:
-                report.log("main_thread", 2781, line)
-            prev, prev_t = cur, now
+            if alive and usec < 10_000:
+                continue
+            if alive or d[0]:
+                min_space = int(s[:, MIN_SPACE].sum())
+                s[:, MIN_SPACE] = 99999
+                line = rep.line(int(d[0]), int(d[1]), int(d[2]), max(usec, 1), min_space,
+                                now)
+                if cfg.json:
+                    print(line, flush=True)
+                else:
+                    report.log("main_thread", 2781, line)
+                prev, prev_t = cur, now
+            if not alive:
+                break
 
     def _summary(self) -> None:
+        """The final lines; ping and pong have none (as netmap's) but a JSON object."""
         cfg, s = self.cfg, self.stats
-        if cfg.function not in SENDERS + RECEIVERS:
+        if cfg.function not in SENDERS + RECEIVERS and not cfg.json:
             return
         started = s[:, STARTED] > 0
         pkts, nbytes, events = (int(x) for x in s[:, [PKTS, BYTES, EVENTS]].sum(axis=0))
         seconds = 0.0
         if started.any():
             seconds = max(0.0, float(s[started, T_STOP].max() - s[started, T_START].max()))
-        text = report.summary(cfg.function in SENDERS, pkts, nbytes, events, seconds,
-                              cfg.normalize, cfg.framing, cfg.json)
+        if cfg.function == "ping":
+            text = report.final_json("ping", pkts, nbytes, events, seconds,
+                                     **self._rtt_figures(pkts))
+        elif cfg.function == "pong":
+            text = report.final_json("pong", pkts, nbytes, events, seconds)
+        else:
+            text = report.summary(cfg.function in SENDERS, pkts, nbytes, events, seconds,
+                                  cfg.normalize, cfg.framing, cfg.json)
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+    def _rtt_figures(self, sent: int) -> dict[str, Any]:
+        """ping's answers and RTTs (ns) for its JSON object; ``rtt_av_ns`` as the
+        ``RTT over`` line: the RTTs' sum over the probes sent."""
+        h = self.worker.hist if self.worker is not None else None
+        if h is None:
+            return {"received": 0, "rtt_min_ns": None, "rtt_av_ns": None}
+        received = sum(len(x) for x in h.samples)
+        return {"received": received, "rtt_min_ns": h.g_min if h.g_min >= 0 else None,
+                "rtt_av_ns": h.g_sum // sent if sent else None}
 
 
 def _addr(r: Any) -> str:

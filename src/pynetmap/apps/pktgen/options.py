@@ -108,9 +108,11 @@ class Config:
     help: bool = False
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def npkts_per_thread(self) -> int:
-        return self.npkts // self.nthreads if self.npkts else 0
+    def share(self, tid: int) -> int:
+        """Thread ``tid``'s part of ``-n``: an even split, the remainder to the first
+        threads, so the parts add up to exactly ``-n`` (0 when ``-n`` is 0: forever)."""
+        q, r = divmod(self.npkts, self.nthreads)
+        return q + (tid < r)
 
     @property
     def dump(self) -> bool:

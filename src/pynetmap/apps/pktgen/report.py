@@ -40,12 +40,19 @@ def log(func: str, line: int, msg: str, file: TextIO | None = None) -> None:
 
 
 def startup_lines(function: str, ifname: str, queues: int, threads: int, cpus: int,
-                  src: str, dst: str, src_mac: str, dst_mac: str) -> str:
-    """The two stdout lines pkt-gen prints before it starts."""
+                  src: str, dst: str, src_mac: str, dst_mac: str, replay: str = "",
+                  nframes: int = 0) -> str:
+    """The two stdout lines pkt-gen prints before it starts.
+
+    With ``--replay`` the frames carry the file's addresses, not the template's:
+    the second line names the file instead of claiming addresses nothing sends.
+    """
     verb = {"tx": "Sending on", "txseq": "Sending on", "rx": "Receiving from",
             "rxseq": "Receiving from"}.get(function, "Working on")
     out = f"{verb} {ifname}: {queues} queues, {threads} threads and {cpus} cpus.\n"
-    if function in ("tx", "txseq", "ping"):
+    if replay:
+        out += f"{nframes} frames from {replay}, sent as captured\n"
+    elif function in ("tx", "txseq", "ping"):
         out += f"{src} -> {dst} ({src_mac} -> {dst_mac})\n"
     return out
 
@@ -89,10 +96,7 @@ def summary(sent: bool, pkts: int, nbytes: int, events: int, seconds: float,
     """The final ``Sent``/``Received`` and ``Speed`` lines (stdout)."""
     verb = "Sent" if sent else "Received"
     if as_json:
-        return json.dumps({"final": True, "function": verb.lower(), "pkts": pkts,
-                           "bytes": nbytes, "events": events, "seconds": seconds,
-                           "pps": pkts / seconds if seconds else 0.0,
-                           "bps": 8 * nbytes / seconds if seconds else 0.0}) + "\n"
+        return final_json(verb.lower(), pkts, nbytes, events, seconds)
     if not pkts:
         return f"{verb} nothing.\n"
     delta = seconds if seconds > 0 else 1e-9
@@ -105,6 +109,16 @@ def summary(sent: bool, pkts: int, nbytes: int, events: int, seconds: float,
             f"in {seconds:.2f} seconds.\n"
             f"Speed: {norm(pps, n)}pps Bandwidth: {norm(bw, n)}bps (raw {norm(raw, n)}bps). "
             f"Average batch: {abs_:.2f} pkts\n")
+
+
+def final_json(function: str, pkts: int, nbytes: int, events: int, seconds: float,
+               **extra: object) -> str:
+    """``--json``'s last object: ``function`` is ``sent``/``received`` (tx/txseq,
+    rx/rxseq), ``ping`` or ``pong``; ``extra`` adds a function's own figures."""
+    return json.dumps({"final": True, "function": function, "pkts": pkts, "bytes": nbytes,
+                       "events": events, "seconds": seconds,
+                       "pps": pkts / seconds if seconds else 0.0,
+                       "bps": 8 * nbytes / seconds if seconds else 0.0, **extra}) + "\n"
 
 
 def hexdump(data: bytes, ring: int, cur: int, buf_idx: int, flags: int) -> str:

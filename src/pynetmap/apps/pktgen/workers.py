@@ -23,6 +23,9 @@ from .options import OPT_ACCESS
 # columns of a worker's counter row
 PKTS, BYTES, EVENTS, MIN_SPACE, T_START, T_STOP, DONE, STARTED = range(8)
 NCOUNTERS = 8
+#: the longest a worker waits without looking at its cancel flag (ms): Ctrl-C is
+#: honoured within this, whatever the worker waits for
+SLICE_MS = 200
 
 
 @dataclass
@@ -53,14 +56,27 @@ class Worker:
         self.stats[T_START] = time.time()
         self.stats[STARTED] = 1
 
-    def stop(self) -> None:
-        self.stats[T_STOP] = time.time()
+    def stop(self, idle_s: float = 0.0) -> None:
+        """The clock stops now, less ``idle_s`` of waiting that moved nothing (-W)."""
+        self.stats[T_STOP] = time.time() - idle_s
         self.stats[DONE] = 1
 
     def limit(self) -> int:
-        """Packets this thread still has to move for ``-n`` (or a big number)."""
-        n = self.cfg.npkts_per_thread
-        return n - int(self.stats[PKTS]) if n else 1 << 62
+        """Packets this thread still has to move for ``-n`` (or a big number); 0 also
+        for a thread whose share of a small ``-n`` is nothing."""
+        if not self.cfg.npkts:
+            return 1 << 62
+        return self.cfg.share(self.tid) - int(self.stats[PKTS])
+
+    def poll(self, events: int, timeout_ms: int) -> int:
+        """``port.poll(events, timeout_ms)`` in slices of at most :data:`SLICE_MS`, so a
+        cancel (Ctrl-C) ends the wait within one slice; 0 on timeout or cancel."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            left = (deadline - time.monotonic()) * 1000
+            rev = self.port.poll(events, max(0.0, min(left, SLICE_MS)))
+            if rev or left <= SLICE_MS or self.cancel.is_set():
+                return rev
 
 
 class RateLimiter:
@@ -87,7 +103,8 @@ class RateLimiter:
                 left = self.next_ns - time.time_ns()
                 if left <= 0:
                     break
-                time.sleep(left / 1e9 if left > 200_000 else 0)
+                # a slow rate has long periods: sleep in slices to see a cancel
+                time.sleep(min(left / 1e9, SLICE_MS / 1000) if left > 200_000 else 0)
             self.budget = self.burst
         n = min(want, self.budget)
         self.budget -= n
@@ -123,12 +140,13 @@ def tx(w: Worker) -> None:
     while left > 0 and not w.cancel.is_set():
         port.txsync()
         if not any(r.tail != r.cur for r in rings):
-            rev = port.poll(POLLOUT, 2000)
+            rev = w.poll(POLLOUT, 2000)
             if rev & (POLLERR | POLLHUP):
                 w.log("sender_body", 1603, "poll error on queue 0")
                 break
             if not rev:
-                w.log("sender_body", 1600, f"poll error on queue {w.tid}: timeout")
+                if not w.cancel.is_set():
+                    w.log("sender_body", 1600, f"poll error on queue {w.tid}: timeout")
                 continue
         for r in rings:
             if left <= 0:
@@ -183,26 +201,41 @@ def rxseq(w: Worker) -> None:
 
 
 def _receive(w: Worker, check_seq: bool) -> None:
+    seq = w.frames.seq_checker() if check_seq else None
+    # -p N: each worker writes its own part of --pcap-out (main merges them at the end)
+    pcap = w.frames.pcap_writer(w.tid) if w.cfg.pcap_out else None
+    idle_s = 0.0
+    try:
+        if w.limit() > 0:  # a worker whose share of -n is nothing does not wait
+            idle_s = _receive_loop(w, seq, pcap)
+    finally:
+        if pcap is not None:
+            pcap.close()
+    if seq is not None:
+        report.log("rxseq_body", 1290, seq.summary())
+    w.seq = seq
+    w.stop(idle_s)
+
+
+def _receive_loop(w: Worker, seq: Any, pcap: Any) -> float:
+    """Receive until -n, Ctrl-C, the peer's end or (-W) an idle second, which it
+    returns so that it does not count in the run's time."""
     cfg, port = w.cfg, w.port
     rings = port.rx_rings
-    seq = w.frames.seq_checker() if check_seq else None
-    pcap = w.frames.pcap_writer() if cfg.pcap_out else None
     access = bool(cfg.options & OPT_ACCESS)
     while not w.cancel.is_set():  # the clock starts with the first packet
-        if port.poll(POLLIN, 1000) & POLLIN:
+        if w.poll(POLLIN, 1000) & POLLIN:
             break
     w.start()
     left = w.limit()
-    wait_ms = 1000
     while left > 0 and not w.cancel.is_set():
-        rev = port.poll(POLLIN, wait_ms)
+        rev = w.poll(POLLIN, 1000)
         if not rev & POLLIN:
-            if rev & POLLHUP or cfg.wait_idle:
-                if cfg.wait_idle and not rev & POLLHUP:
-                    w.stats[T_STOP] = time.time() - 1.0  # the idle second does not count
-                    w.stats[DONE] = 1
-                    return
+            if w.cancel.is_set() or rev & POLLHUP:
                 break
+            if cfg.wait_idle:
+                port.rxsync()
+                return 1.0
             continue
         for r in rings:
             avail = r.space()
@@ -234,12 +267,7 @@ def _receive(w: Worker, check_seq: bool) -> None:
             if left <= 0:
                 break
     port.rxsync()  # hand the last slots back to the sender
-    if pcap is not None:
-        pcap.close()
-    if seq is not None:
-        report.log("rxseq_body", 1290, seq.summary())
-    w.seq = seq
-    w.stop()
+    return 0.0
 
 
 # -- txseq -----------------------------------------------------------------------------
@@ -259,7 +287,7 @@ def txseq(w: Worker) -> None:
     while not w.cancel.is_set():
         port.txsync()
         if r.tail == r.cur:
-            rev = port.poll(POLLOUT, 2000)
+            rev = w.poll(POLLOUT, 2000)
             if rev & (POLLERR | POLLHUP):
                 break
             if not rev:
@@ -286,7 +314,7 @@ def ping(w: Worker) -> None:
     tx_ring, rings = port.tx_rings[0], port.rx_rings
     hist = w.hist = fm.rtt_histogram()
     sent = 0
-    total = cfg.npkts_per_thread
+    total = cfg.npkts
     w.start()
     while not w.cancel.is_set() and (not total or sent < total):
         n = min(cfg.burst, (total - sent) if total else cfg.burst)
@@ -298,11 +326,12 @@ def ping(w: Worker) -> None:
             tx_ring.advance(n)
             sent += n
             w.count(n, nbytes, 1)
-        rev = port.poll(POLLIN, 3000)
+        rev = w.poll(POLLIN, 3000)
         if rev & POLLHUP:
             break
         if not rev & POLLIN:
-            w.log("ping_body", 1040, "poll error on queue 0: timeout")
+            if not w.cancel.is_set():
+                w.log("ping_body", 1040, "poll error on queue 0: timeout")
             continue
         now = time.time_ns()
         for r in rings:
@@ -322,11 +351,11 @@ def pong(w: Worker) -> None:
     """``-f pong``: send every received packet back with MAC (and IPv4) addresses swapped."""
     cfg, port = w.cfg, w.port
     tx_ring, rings = port.tx_rings[0], port.rx_rings
-    total = cfg.npkts_per_thread
+    total = cfg.npkts
     done = 0
     w.start()
     while not w.cancel.is_set() and (not total or done < total):
-        rev = port.poll(POLLIN, 1000)
+        rev = w.poll(POLLIN, 1000)
         if rev & POLLHUP:
             break
         if not rev & POLLIN:
