@@ -46,14 +46,14 @@ def one_error_line(r, *words):
 def test_pcap_out_with_threads_holds_every_packet(run, tmp_path):  # noqa: F811
     out = str(tmp_path / "out.pcap")
     name = pipe()
-    rx = run("-f", "rx", "-i", name + "{0@conf:rings=2", "-p", "2", "-n", "20000",
+    rx = run("-f", "rx", "-i", name + "{0@conf:rings=2", "-p", "2", "-n", "4000",
              "--pcap-out", out)
-    tx = run("-f", "tx", "-i", name + "}0@conf:rings=2", "-p", "2", "-n", "20000")
+    tx = run("-f", "tx", "-i", name + "}0@conf:rings=2", "-p", "2", "-n", "4000")
     done(tx)
     rx_out, _ = done(rx)
-    assert summary(rx_out)[1] == 20000
+    assert summary(rx_out)[1] == 4000
     got = rdpcap(out)
-    assert len(got) == 20000
+    assert len(got) == 4000  # read by scapy, not by us
     assert {len(p) for p in got} == {60}
     assert os.listdir(tmp_path) == ["out.pcap"]  # the parts were merged and removed
 
