@@ -8,6 +8,8 @@ netmap's kernel for its port type; see :mod:`pynetmap.adapter`.
 
 from __future__ import annotations
 
+import atexit
+import os
 import select
 import time
 from typing import TYPE_CHECKING
@@ -42,6 +44,26 @@ class RingError(NetmapError):
     """A sync found bad ``head``/``cur`` or bad slots; the ring was reset (§2.5)."""
 
 
+#: ports of this process not closed yet, closed at interpreter exit (see _close_at_exit)
+_open_ports: set[Port] = set()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close what the program left open, as the kernel closes a process's netmap fds.
+
+    Without it the shared memory would be unmapped by the garbage collector
+    while our NumPy views still export it ("Exception ignored ... BufferError"),
+    and the open would stay in the registry until somebody swept it.  Only
+    this process's ports: a forked child that exits must not close its
+    parent's.
+    """
+    pid = os.getpid()
+    for port in list(_open_ports):
+        if port._pid == pid:
+            port.close()
+
+
 class Port:
     """A netmap port opened by :func:`pynetmap.open`; a context manager."""
 
@@ -73,6 +95,8 @@ class Port:
         #: next batch of a busy peer first.  0 sleeps at once.
         self.spin_us = 50
         self.closed = False
+        self._pid = os.getpid()  # the process that opened it (and closes it at exit)
+        _open_ports.add(self)
 
     def info(self) -> PortInfo:
         """What backs the port: kind, engine and mode, frame limit, MAC and MTU."""
@@ -287,6 +311,7 @@ class Port:
         if self.closed:
             return
         self.closed = True
+        _open_ports.discard(self)
         from .register import close_port
 
         try:
