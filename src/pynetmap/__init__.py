@@ -26,12 +26,16 @@ from .constants import NR_MONITOR_RX, NR_MONITOR_TX, NR_ZCOPY_MON
 from .errors import NetmapError, PeerGoneError
 from .names import PortNameError, PortSpec, parse
 from .port import POLLERR, POLLHUP, POLLIN, POLLOUT, Port, RingError
-from .ring import Ring
+from .ring import Buffer, Ring
 from .wake import wait_any
 
 __version__ = "0.1.0"
 
 _CONF_KEYS = ("tx_rings", "rx_rings", "host_tx_rings", "host_rx_rings", "tx_slots", "rx_slots")
+#: every keyword open() takes itself; the port types' own ones are checked by the type
+_OPEN_KEYS = ("rings", "slots", "host_rings", *_CONF_KEYS, "extra_bufs", "flags", "mem_id")
+#: the network interface type's own keywords (linux/nic.py), named in the error for typos
+_NIC_KEYS = ("engine", "xdp_mode")
 
 
 def _conf(spec: PortSpec, kw: dict) -> dict:
@@ -75,6 +79,11 @@ def open(name: str, **conf: Any) -> Port:  # noqa: A001 - netmap's verb
     if not isinstance(name, str):
         raise TypeError(f"port name must be a str, not {type(name).__name__}")
     spec = parse(name)
+    unknown = sorted(k for k in conf if k not in _OPEN_KEYS and k not in _NIC_KEYS)
+    if unknown:
+        raise TypeError(f"open() got unexpected keyword arguments: {', '.join(unknown)}; "
+                        f"it takes {', '.join(_OPEN_KEYS)} and, for network interfaces, "
+                        f"{', '.join(_NIC_KEYS)}")
     kw = dict(conf)
     extra, flags, mem_id = _common(kw)
     c = _conf(spec, kw)
@@ -141,7 +150,7 @@ def _shared_mem_id(spec: PortSpec) -> int:
 
 
 __all__ = [
-    "open", "open_null", "Port", "Ring", "SlotBatch", "swap", "parse", "PortSpec", "PortNameError",
-    "NetmapError", "PeerGoneError", "RingError", "POLLIN", "POLLOUT", "POLLERR", "POLLHUP",
-    "PortInfo", "wait_any",
+    "open", "open_null", "Port", "Ring", "Buffer", "SlotBatch", "swap", "parse", "PortSpec",
+    "PortNameError", "NetmapError", "PeerGoneError", "RingError", "POLLIN", "POLLOUT", "POLLERR",
+    "POLLHUP", "PortInfo", "wait_any",
 ]

@@ -12,7 +12,8 @@ region by exchanging buffer indices: zero copy, as netmap's ``bridge``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,8 +24,41 @@ if TYPE_CHECKING:
     from .ring import Ring
 
 
+def as_frame_list(frames: Any) -> list[bytes | bytearray | memoryview]:
+    """``frames`` as a list of bytes-like frames, for the convenience paths that take frames.
+
+    One bytes-like object is one frame: iterating it would yield integers,
+    and ``bytes(104)`` is 104 zero bytes, which is how ``send(port, b"hello")``
+    once sent five blank frames.  Objects with ``__bytes__`` (scapy packets)
+    are converted; a str (no bytes until encoded) or a number raises TypeError.
+    """
+    if isinstance(frames, (bytes, bytearray, memoryview)):
+        return [frames]
+    if isinstance(frames, str):
+        raise TypeError("frames: a str is not a frame; pass bytes (text.encode()) or a list "
+                        "of bytes")
+    try:
+        items = list(frames)
+    except TypeError:
+        raise TypeError(f"frames: cannot send {type(frames).__name__}; pass bytes, a list of "
+                        "bytes or packets, or a 2-D uint8 array") from None
+    for i, f in enumerate(items):
+        if isinstance(f, (bytes, bytearray, memoryview)):
+            continue
+        if isinstance(f, str) or not hasattr(f, "__bytes__"):
+            raise TypeError(f"frames[{i}] is a {type(f).__name__}, not a frame: each frame "
+                            "must be bytes-like (encode a str) or have __bytes__")
+        items[i] = bytes(f)
+    return items
+
+
 class SlotBatch:
-    """``count`` slots of ``ring`` from ``start``, wrap-around included."""
+    """``count`` slots of ``ring`` from ``start``, wrap-around included.
+
+    The fields are arrays (``buf_idx``, ``len``, ``flags``); iterating yields
+    one ``(buf_idx, len, flags)`` tuple of ints per slot, a per-packet
+    convenience that costs Python work per slot, unlike the arrays.
+    """
 
     __slots__ = ("ring", "start", "count", "spans")
 
@@ -37,6 +71,16 @@ class SlotBatch:
 
     def __len__(self) -> int:
         return self.count
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        return zip(self.buf_idx.tolist(), self.len.tolist(), self.flags.tolist(), strict=True)
+
+    def __repr__(self) -> str:
+        r = self.ring
+        d = "tx" if r.dir == 0 else "rx"
+        return (f"<SlotBatch {d}{r.ringid} slots {self.start}.."
+                f"{(self.start + self.count - 1) % r.num_slots} count={self.count}>"
+                if self.count else f"<SlotBatch {d}{r.ringid} empty at {self.start}>")
 
     def _get(self, field: np.ndarray) -> np.ndarray:
         if len(self.spans) == 1:
@@ -85,20 +129,32 @@ class SlotBatch:
 
     def fill(self, frame: bytes | np.ndarray) -> None:
         """Write one template frame into every buffer of the batch and set lengths."""
-        f = np.frombuffer(frame, np.uint8) if isinstance(frame, (bytes, bytearray)) else frame
+        if isinstance(frame, (bytes, bytearray, memoryview)):
+            f = np.frombuffer(frame, np.uint8)
+        elif isinstance(frame, np.ndarray):
+            f = frame
+        else:
+            raise TypeError(f"fill(frame): frame must be bytes-like or a uint8 array, not "
+                            f"{type(frame).__name__}")
         self.ring.bufs[self.buf_idx, : len(f)] = f
         self.len = len(f)
 
     def write(self, frames: np.ndarray | list[bytes], lens: np.ndarray | None = None) -> None:
-        """Copy frames (2-D uint8 array rows, or bytes) into the batch's buffers."""
+        """Copy frames into the batch's buffers and set lengths.
+
+        ``frames``: a 2-D uint8 array (rows; ``lens`` default the row width) or
+        bytes-like frames (see :func:`as_frame_list`); slots without a frame get
+        length 0.
+        """
         if isinstance(frames, np.ndarray):
             w = frames.shape[1]
             self.ring.bufs[self.buf_idx, :w] = frames[: self.count]
             self.len = w if lens is None else lens
             return
+        frames = as_frame_list(frames)
         idx = self.buf_idx
         bufs = self.ring.bufs
-        out = np.empty(self.count, np.uint16)
+        out = np.zeros(self.count, np.uint16)
         for i, fr in enumerate(frames[: self.count]):  # convenience path, not a hot loop
             bufs[idx[i], : len(fr)] = np.frombuffer(fr, np.uint8)
             out[i] = len(fr)

@@ -11,20 +11,62 @@ Python operations whatever its size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import errno
+import operator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import layout as L
-from .batch import SlotBatch
+from .batch import SlotBatch, as_frame_list
+from .errors import NetmapError
 from .kring import KRING_SIZE, KRing, distance
 
 if TYPE_CHECKING:
     from .region import Region
 
+# header word indices as module globals: one lookup less than ``L.RW_*`` in the batch calls
+_HEAD, _CUR, _TAIL = L.RW_HEAD, L.RW_CUR, L.RW_TAIL
+
+
+class Buffer(np.ndarray):
+    """One packet buffer (what :meth:`Ring.buf` returns): a uint8 array that also takes bytes.
+
+    ``ring.buf(i)[:5] = b"hello"`` is how C code writes a buffer; a plain
+    NumPy array refuses ``bytes`` (it parses them as one integer), so this
+    view converts bytes-like values with ``np.frombuffer`` (no copy before
+    the store) and otherwise behaves, and costs, as the ndarray it is.
+    ``bytes(buf[:n])`` reads one back.  ``ring.bufs`` stays a plain array:
+    batch code assigns arrays to it.
+    """
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            value = np.frombuffer(value, np.uint8)
+        elif isinstance(value, str):
+            raise TypeError("a buffer takes bytes, not str: encode it first "
+                            "(b'...' or text.encode())")
+        super().__setitem__(key, value)
+
+
+class _Closed:
+    """Stands in for the header views of a closed port's ring, so that using the
+    ring says why it fails (instead of "released memoryview")."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __getitem__(self, i: int) -> int:
+        raise NetmapError(errno.ENXIO, f"{self.what}: its port is closed")
+
+    def __setitem__(self, i: int, v: int) -> None:
+        raise NetmapError(errno.ENXIO, f"{self.what}: its port is closed")
+
 
 class Ring:
-    """One TX or RX ring of a port (``struct netmap_ring``)."""
+    """One TX or RX ring of a port (``struct netmap_ring``); ``len(ring)`` is ``num_slots``."""
 
     def __init__(self, region: Region, ofs: int, direction: int, ringid: int) -> None:
         buf = region.buf
@@ -49,6 +91,7 @@ class Ring:
         self.raw = np.ndarray((n, 2), np.uint64, buffer=mem, offset=ofs + L.RING_HDR_SIZE)
         #: the region's buffer pool, ``bufs[buf_idx]`` is a buffer
         self.bufs = region.bufs
+        self._bufs_b = region.bufs.view(Buffer)  # the same, rows that take bytes (buf())
         #: the kernel side of this ring (netmap's ``struct netmap_kring``)
         self.kring = KRing(self, buf[ofs - KRING_SIZE : ofs].cast("I"), self._hdr, self._hdr64,
                            region.nbufs)
@@ -60,7 +103,10 @@ class Ring:
 
     @head.setter
     def head(self, v: int) -> None:
-        self._hdr[L.RW_HEAD] = v
+        try:  # no per-call check: the memoryview refuses what a uint32 cannot hold
+            self._hdr[L.RW_HEAD] = v
+        except (TypeError, ValueError):
+            raise self._index_error("head", v) from None
 
     @property
     def cur(self) -> int:
@@ -68,7 +114,10 @@ class Ring:
 
     @cur.setter
     def cur(self, v: int) -> None:
-        self._hdr[L.RW_CUR] = v
+        try:
+            self._hdr[L.RW_CUR] = v
+        except (TypeError, ValueError):
+            raise self._index_error("cur", v) from None
 
     @property
     def tail(self) -> int:
@@ -110,37 +159,70 @@ class Ring:
         """``nm_tx_pending``: submitted TX slots not yet reclaimed."""
         return self.next(self._hdr[L.RW_TAIL]) != self._hdr[L.RW_HEAD]
 
-    def buf(self, i: int) -> np.ndarray:
-        """A writable view of the buffer of slot ``i`` (all ``buf_size`` bytes)."""
-        return self.bufs[self.slot_buf_idx[i]]
+    def buf(self, i: int) -> Buffer:
+        """A writable view of the buffer of slot ``i`` (all ``buf_size`` bytes).
+
+        It takes bytes as well as arrays (``ring.buf(i)[:5] = b"hello"``) and
+        ``bytes(ring.buf(i)[:n])`` reads it; see :class:`Buffer`.
+        """
+        return self._bufs_b[self.slot_buf_idx[i]]
 
     # -- batch API ---------------------------------------------------------
     def reserve(self, n: int | None = None) -> SlotBatch:
-        """The next ``n`` free slots from ``head`` (all free slots if None)."""
-        return SlotBatch(self, self._hdr[L.RW_HEAD], self._avail(n))
+        """The next ``n`` free slots from ``head``: fewer if fewer are free, all if None.
+
+        Call ``txsync``/``poll`` first for the slots the peer has freed.
+        """
+        return SlotBatch(self, self._hdr[_HEAD], self._avail(n))
 
     def receive(self, n: int | None = None) -> SlotBatch:
-        """The received slots from ``head`` (at most ``n``)."""
-        return SlotBatch(self, self._hdr[L.RW_HEAD], self._avail(n))
+        """The received slots from ``head`` (at most ``n``).
+
+        Only what the last ``rxsync``/``poll`` imported: sync first.
+        """
+        return SlotBatch(self, self._hdr[_HEAD], self._avail(n))
 
     def advance(self, n: int) -> None:
-        """Give ``n`` slots from head back to the kernel side: ``head = cur = head + n``."""
-        h = self._hdr[L.RW_HEAD] + n
-        if h >= self.num_slots:
-            h -= self.num_slots
-        self._hdr[L.RW_HEAD] = h
-        self._hdr[L.RW_CUR] = h
+        """Give ``n`` slots from head back to the kernel side: ``head = cur = head + n``.
+
+        ``n`` may be at most :meth:`space`: ``head`` cannot pass ``tail``
+        (the next sync would reset the ring), so more raises ValueError now.
+        """
+        hdr = self._hdr
+        h = hdr[_HEAD]
+        space = hdr[_TAIL] - h
+        ns = self.num_slots
+        if space < 0:
+            space += ns
+        try:  # a float or a str fails the comparison or the store: TypeError
+            if not 0 <= n <= space:
+                raise ValueError(f"advance(n): n must be in 0..{space} (the slots from head "
+                                 f"to tail, space()), got {n!r}")
+            h += n
+            if h >= ns:
+                h -= ns
+            hdr[_HEAD] = h
+        except TypeError:
+            raise TypeError(f"advance(n): n must be an int, not {type(n).__name__}") from None
+        hdr[_CUR] = h
 
     commit = advance
     release = advance
 
-    def send(self, frames: np.ndarray | list[bytes], lens: np.ndarray | None = None) -> int:
+    def send(self, frames: np.ndarray | list[bytes] | bytes,
+             lens: np.ndarray | None = None) -> int:
         """Copy as many frames as fit into the ring and advance; returns how many.
 
         ``frames`` is a 2-D uint8 array (one frame per row, ``lens`` the
-        lengths, default the row width) or a list of bytes (copied one by
-        one: convenient, not a hot path).  Call ``txsync``/``poll`` after.
+        lengths, default the row width), a list of bytes-like frames (copied
+        one by one: convenient, not a hot path) or one bytes-like frame.
+        Call ``txsync``/``poll`` after.
         """
+        if not isinstance(frames, np.ndarray):
+            frames = as_frame_list(frames)
+        elif frames.ndim != 2:
+            raise ValueError(f"frames: a NumPy array of frames must be 2-D (one frame per "
+                             f"row), got {frames.ndim} dimensions")
         count = min(len(frames), self.space())
         if not count:
             return 0
@@ -150,11 +232,29 @@ class Ring:
         return count
 
     def _avail(self, n: int | None) -> int:
-        space = distance(self._hdr[L.RW_HEAD], self._hdr[L.RW_TAIL], self.num_slots)
-        return space if n is None or n > space else n
+        space = distance(self._hdr[_HEAD], self._hdr[_TAIL], self.num_slots)
+        if n is None:
+            return space
+        if isinstance(n, int) and n >= 0:
+            return n if n < space else space
+        return _count_arg(n, space)
+
+    def _index_error(self, field: str, v: object) -> Exception:
+        if isinstance(self._hdr, _Closed):
+            return NetmapError(errno.ENXIO, f"{self._hdr.what}: its port is closed")
+        if isinstance(v, int):
+            return ValueError(f"ring.{field} must be a slot index in 0..{self.num_slots - 1}, "
+                              f"got {v}")
+        return TypeError(f"ring.{field} must be an int (a slot index in "
+                         f"0..{self.num_slots - 1}), not {type(v).__name__}")
+
+    def __len__(self) -> int:
+        return self.num_slots
 
     def __repr__(self) -> str:
         d = "tx" if self.dir == 0 else "rx"
+        if isinstance(self._hdr, _Closed):
+            return f"<Ring {d}{self.ringid} slots={self.num_slots} closed>"
         return (f"<Ring {d}{self.ringid} slots={self.num_slots} head={self.head} "
                 f"cur={self.cur} tail={self.tail}>")
 
@@ -163,5 +263,18 @@ class Ring:
         self._hdr.release()
         self._hdr64.release()
         self.kring.w.release()
+        d = "tx" if self.dir == 0 else "rx"
+        self._hdr = self._hdr64 = _Closed(f"ring {d}{self.ringid}")  # type: ignore[assignment]
         self.slots = self.slot_buf_idx = self.slot_len = self.slot_flags = None  # type: ignore
-        self.raw = self.bufs = None  # type: ignore[assignment]
+        self.raw = self.bufs = self._bufs_b = None  # type: ignore[assignment]
+
+
+def _count_arg(n: Any, space: int) -> int:
+    """``reserve``/``receive``'s ``n`` when it is not a plain non-negative int."""
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an int or None, not {type(n).__name__}") from None
+    if n < 0:
+        raise ValueError(f"n must be >= 0 (or None: every available slot), got {n}")
+    return n if n < space else space

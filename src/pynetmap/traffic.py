@@ -21,11 +21,11 @@ pkt-gen's ``--replay`` uses :meth:`FrameTable.write` for its bursts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from .batch import as_frame_list
 from .port import POLLHUP, POLLIN, POLLOUT, Port
 from .ring import Ring
 
@@ -51,18 +51,16 @@ class FrameTable:
 
     @classmethod
     def of(cls, frames: Any) -> FrameTable:
-        """Build a table from a FrameTable, a pcap Capture, a 2-D array, or an
-        iterable of bytes-like objects or objects with ``__bytes__`` (scapy packets)."""
+        """Build a table from a FrameTable, a pcap Capture, a 2-D array, one bytes-like
+        frame, or an iterable of bytes-like objects or objects with ``__bytes__``
+        (scapy packets)."""
         if isinstance(frames, FrameTable):
             return frames
         if hasattr(frames, "data") and hasattr(frames, "lens"):  # pcap.Capture
             return cls(frames.data, frames.lens)
         if isinstance(frames, np.ndarray):
             return cls(frames)
-        if not isinstance(frames, Iterable):
-            raise TypeError(f"cannot send {type(frames).__name__}: need bytes, packets or an "
-                            "array of frames")
-        raw = [f if isinstance(f, (bytes, bytearray, memoryview)) else bytes(f) for f in frames]
+        raw = as_frame_list(frames)
         width = max((len(f) for f in raw), default=0)
         data = np.zeros((len(raw), width), np.uint8)
         for i, f in enumerate(raw):  # once, when the table is built
@@ -103,10 +101,15 @@ def send(port: Port, frames: Any, repeat: int = 1, timeout_ms: float = -1,
          burst: int = 1024) -> int:
     """Send every frame ``repeat`` times, in order, through the port's TX rings.
 
-    Blocks (``poll``) while the rings are full; returns the number of
-    frames handed to the port, which is fewer than asked only on timeout or
-    when the peer goes away.  Frames longer than a buffer raise ValueError.
+    ``frames``: one bytes-like frame, a list of them (or of scapy packets),
+    a 2-D uint8 array or a :class:`FrameTable`.  Blocks (``poll``) while the
+    rings are full, at most ``timeout_ms`` (negative: no limit); returns the
+    number of frames handed to the port, which is fewer than asked only on
+    timeout or when the peer goes away.  Frames longer than a buffer raise
+    ValueError.
     """
+    _check_int("repeat", repeat, 0)
+    _check_int("burst", burst, 1)
     table = FrameTable.of(frames)
     if not port.tx_rings:
         raise ValueError(f"{port.name} has no TX rings bound")
@@ -140,8 +143,18 @@ def send(port: Port, frames: Any, repeat: int = 1, timeout_ms: float = -1,
     return sent
 
 
+def _check_int(name: str, v: object, least: int) -> None:
+    """Argument checks of the convenience functions: a wrong count is a mistake
+    to report, not a reason to send nothing or loop forever."""
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, not {type(v).__name__}")
+    if v < least:
+        raise ValueError(f"{name} must be >= {least}, got {v}")
+
+
 def receive(port: Port, count: int, timeout_ms: float = -1) -> FrameTable:
     """Receive up to ``count`` slots (copied out and released) or until the timeout."""
+    _check_int("count", count, 0)
     rows: list[np.ndarray] = []
     lens: list[np.ndarray] = []
     got = 0
