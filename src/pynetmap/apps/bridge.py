@@ -43,7 +43,7 @@ from ..port import POLLERR, POLLHUP, POLLIN, POLLOUT, Port
 from ..ring import Ring
 from ..wake import wait_any
 from .pktgen import report
-from .pktgen.options import UsageError, _int  # pkt-gen's command-line rules
+from .pktgen.options import UsageError, number  # pkt-gen's command-line rules
 
 GETOPT = "hb:ci:vw:LT:"
 LONG = ["duration="]
@@ -113,7 +113,7 @@ def parse(argv: list[str]) -> Config:
         if o == "-h":
             c.help = True
         elif o == "-b":
-            burst = _int(o, v)
+            burst = number(o, v)  # netmap's bridge clamps a bad one
         elif o == "-i":
             if ifa is None:
                 ifa = v
@@ -126,7 +126,7 @@ def parse(argv: list[str]) -> Config:
         elif o == "-v":
             c.verbose += 1
         elif o == "-w":
-            c.wait_link = _int(o, v)
+            c.wait_link = number(o, v)
         elif o == "-L":
             c.loopback = True
         elif o in ("-T", "--duration"):
@@ -143,7 +143,7 @@ def parse(argv: list[str]) -> Config:
     if len(rest) > 1:
         ifb = rest[1]
     if len(rest) > 2:
-        burst = _int("burst", rest[2])
+        burst = number("burst", rest[2])
     if c.help:
         return c
     if not ifb:

@@ -133,13 +133,18 @@ _NUMBERS = {"-n": "count", "-l": "pktsize", "-b": "burst", "-a": "affinity", "-c
             "-M": "fragment size", "-o": "options"}
 
 
+def number(opt: str, v: str) -> int:
+    """The number given to option ``opt`` (C's ``atoi`` rules on bases, with an error)."""
+    try:
+        return int(v, 0)
+    except ValueError:
+        raise UsageError(f"option {opt} needs a number, got {v!r}") from None
+
+
 def _int(opt: str, v: str) -> int:
     """The number of option ``opt``.  None of pkt-gen's numbers can be negative: refused
     here, before a negative count reads as "none" or a negative cpu count as "too high"."""
-    try:
-        n = int(v, 0)
-    except ValueError:
-        raise UsageError(f"option {opt} needs a number, got {v!r}") from None
+    n = number(opt, v)
     if n < 0:
         raise UsageError(f"bad {_NUMBERS[opt]} {n} ({opt} must not be negative)")
     return n
