@@ -12,19 +12,22 @@ region by exchanging buffer indices: zero copy, as netmap's ``bridge``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .constants import NS_BUF_CHANGED, NS_MOREFRAG
 from .kring import distance, spans
 
+#: one frame, as the convenience paths take it
+Frame = bytes | bytearray | memoryview
+
 if TYPE_CHECKING:
     from .ring import Ring
 
 
-def as_frame_list(frames: Any) -> list[bytes | bytearray | memoryview]:
+def as_frame_list(frames: Any) -> list[Frame]:
     """``frames`` as a list of bytes-like frames, for the convenience paths that take frames.
 
     One bytes-like object is one frame: iterating it would yield integers,
@@ -93,8 +96,9 @@ class SlotBatch:
                 field[s] = value
             return
         first = self.spans[0].stop - self.spans[0].start
-        field[self.spans[0]] = value[:first]
-        field[self.spans[1]] = value[first:]
+        v = cast(np.ndarray, value)
+        field[self.spans[0]] = v[:first]
+        field[self.spans[1]] = v[first:]
 
     @property
     def buf_idx(self) -> np.ndarray:
@@ -139,7 +143,8 @@ class SlotBatch:
         self.ring.bufs[self.buf_idx, : len(f)] = f
         self.len = len(f)
 
-    def write(self, frames: np.ndarray | list[bytes], lens: np.ndarray | None = None) -> None:
+    def write(self, frames: np.ndarray | Sequence[Frame] | Frame,
+              lens: np.ndarray | None = None) -> None:
         """Copy frames into the batch's buffers and set lengths.
 
         ``frames``: a 2-D uint8 array (rows; ``lens`` default the row width) or
@@ -151,11 +156,11 @@ class SlotBatch:
             self.ring.bufs[self.buf_idx, :w] = frames[: self.count]
             self.len = w if lens is None else lens
             return
-        frames = as_frame_list(frames)
+        frame_list = as_frame_list(frames)
         idx = self.buf_idx
         bufs = self.ring.bufs
         out = np.zeros(self.count, np.uint16)
-        for i, fr in enumerate(frames[: self.count]):  # convenience path, not a hot loop
+        for i, fr in enumerate(frame_list[: self.count]):  # convenience path, not a hot loop
             bufs[idx[i], : len(fr)] = np.frombuffer(fr, np.uint8)
             out[i] = len(fr)
         self.len = out

@@ -71,7 +71,9 @@ def read(path: str) -> Capture:
         raise ValueError(f"{path}: not a pcap or pcapng file")
     scale = 1000 if magic == _MAGIC_US else 1
     linktype = struct.unpack_from(endian + "I", raw, 20)[0]
-    pkts, ts, origs = [], [], []
+    pkts: list[bytes] = []
+    ts: list[int] = []
+    origs: list[int] = []
     pos = 24
     rec = struct.Struct(endian + "IIII")
     while pos < len(raw):

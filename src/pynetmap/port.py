@@ -93,7 +93,7 @@ class Port:
         #: poll() re-syncs for this long before it sleeps: waking a sleeper
         #: costs a system call on each side, a short spin usually finds the
         #: next batch of a busy peer first.  0 sleeps at once.
-        self.spin_us = 50
+        self.spin_us: float = 50
         self.closed = False
         self._pid = os.getpid()  # the process that opened it (and closes it at exit)
         _open_ports.add(self)
@@ -320,7 +320,7 @@ class Port:
             self._waiter.close()
             for r in self.tx_rings + self.rx_rings:
                 r.release_views()
-            self.nifp = None  # type: ignore[assignment]
+            self.nifp = None
             self._if.release()
             R.drop(self.region)
 

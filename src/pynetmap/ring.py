@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import errno
 import operator
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import layout as L
-from .batch import SlotBatch, as_frame_list
+from .batch import Frame, SlotBatch, as_frame_list
 from .errors import NetmapError
 from .kring import KRING_SIZE, KRing, distance
 
@@ -209,7 +210,7 @@ class Ring:
     commit = advance
     release = advance
 
-    def send(self, frames: np.ndarray | list[bytes] | bytes,
+    def send(self, frames: np.ndarray | Sequence[Frame] | Frame,
              lens: np.ndarray | None = None) -> int:
         """Copy as many frames as fit into the ring and advance; returns how many.
 
@@ -218,16 +219,19 @@ class Ring:
         one by one: convenient, not a hot path) or one bytes-like frame.
         Call ``txsync``/``poll`` after.
         """
+        todo: np.ndarray | list[Frame]
         if not isinstance(frames, np.ndarray):
-            frames = as_frame_list(frames)
+            todo = as_frame_list(frames)
         elif frames.ndim != 2:
             raise ValueError(f"frames: a NumPy array of frames must be 2-D (one frame per "
                              f"row), got {frames.ndim} dimensions")
-        count = min(len(frames), self.space())
+        else:
+            todo = frames
+        count = min(len(todo), self.space())
         if not count:
             return 0
         b = self.reserve(count)
-        b.write(frames[:count], None if lens is None else lens[:count])
+        b.write(todo[:count], None if lens is None else lens[:count])
         self.advance(count)
         return count
 
@@ -265,8 +269,8 @@ class Ring:
         self.kring.w.release()
         d = "tx" if self.dir == 0 else "rx"
         self._hdr = self._hdr64 = _Closed(f"ring {d}{self.ringid}")  # type: ignore[assignment]
-        self.slots = self.slot_buf_idx = self.slot_len = self.slot_flags = None  # type: ignore
-        self.raw = self.bufs = self._bufs_b = None  # type: ignore[assignment]
+        self.slots = self.slot_buf_idx = self.slot_len = self.slot_flags = None
+        self.raw = self.bufs = self._bufs_b = None
 
 
 def _count_arg(n: Any, space: int) -> int:

@@ -233,7 +233,7 @@ class Run:
 
     def _start_processes(self) -> None:
         cfg = self.cfg
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        ctx: Any = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.cancel = ctx.Event()
         shared = ctx.RawArray("d", cfg.nthreads * NCOUNTERS)
         self.stats = np.frombuffer(shared, np.float64).reshape(cfg.nthreads, NCOUNTERS)
