@@ -34,7 +34,7 @@ from pynetmap.constants import (
 from pynetmap.kring import KRing, distance, gather, scatter
 from pynetmap.names import parse
 from pynetmap.register import select_rings
-from pynetmap.registry import State, new_mem_id, rundir, shm_prefix, transaction
+from pynetmap.registry import State, new_mem_id, shm_prefix, transaction
 
 
 class Loopback(Adapter):
@@ -161,13 +161,14 @@ def test_a_refused_register_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(adapters, "ADAPTERS", [entry, *adapters.ADAPTERS])
     monkeypatch.setitem(adapters._loaded, entry, Refuses)
     before = _ours_in_dev_shm()
+    mapped = set(R._cache)
     with pytest.raises(NetmapError) as e:
         pynetmap.open(f"netmap:loop{uuid.uuid4().hex[:6]}", extra_bufs=8)
     assert e.value.errno == errno.EIO
     assert _ours_in_dev_shm() == before
     with transaction() as state:
         assert not any(r["kind"] == "refuses-test" for r in state["ports"].values())
-    assert os.path.isdir(rundir())
+    assert set(R._cache) == mapped  # and this process no longer maps the region it made
 
 
 def test_a_refused_open_in_an_existing_region_gives_its_buffers_back() -> None:

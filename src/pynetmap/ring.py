@@ -191,10 +191,8 @@ class Ring:
         """
         hdr = self._hdr
         h = hdr[_HEAD]
-        space = hdr[_TAIL] - h
         ns = self.num_slots
-        if space < 0:
-            space += ns
+        space = distance(h, hdr[_TAIL], ns)
         try:  # a float or a str fails the comparison or the store: TypeError
             if not 0 <= n <= space:
                 raise ValueError(f"advance(n): n must be in 0..{space} (the slots from head "
