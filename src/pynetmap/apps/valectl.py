@@ -188,11 +188,10 @@ def _switch_port(name: str) -> tuple[str, str]:
         spec = parse(name)
     except PortNameError as e:
         raise NetmapError(errno.EINVAL, str(e)) from None
-    plain = parse(f"{spec.prefix}:{spec.port}")
-    if not spec.prefix.startswith("vale") or spec != plain:
+    if not spec.prefix.startswith("vale") or spec != parse(spec.port):
         raise NetmapError(errno.EINVAL, "attach and detach take valeX:IF, with no ring, "
                                         "pipe, flag or option suffix")
-    return spec.prefix, spec.port
+    return spec.prefix, spec.port[len(spec.prefix) + 1:]  # a VALE name keeps its prefix
 
 
 def _need_linux(what: str) -> None:
@@ -399,7 +398,7 @@ def listing(name: str = "") -> list[str]:
             raise NetmapError(errno.EINVAL, str(e)) from None
         if spec.prefix not in bridges:
             raise NetmapError(errno.ENOENT, f"no switch {spec.prefix}")
-        want = name[len(spec.prefix) + 1:]
+        want = spec.spec[len(spec.prefix) + 1:]
         for p in ports:
             if p.switch == spec.prefix and p.name == want:
                 return [f"{name} at bridge:{bridges[p.switch]} port:{p.index}"]
