@@ -16,8 +16,11 @@ Engines, per open:
   process is recognised and replaced.
 * ``packet`` -- AF_PACKET mmap rings, one ring pair, copies; where AF_XDP is
   missing or not permitted, or when asked for.  The stack keeps its copy.
+* ``pcap`` -- libpcap (:mod:`pynetmap.pcap_queue`), one ring pair, copies;
+  the engine on macOS and FreeBSD, where this adapter asks libpcap (not
+  the Linux modules) about the interface, and a choice on Linux.
 * ``auto`` (default, or ``$PYNETMAP_ENGINE``) -- ``xdp`` if it works, else
-  ``packet``, saying so once on stderr.
+  ``packet``, saying so once on stderr; ``pcap`` outside Linux.
 
 Host rings (``eth0^``, ``eth0*``) are the OS stack's side: see
 :mod:`pynetmap.linux.hoststack`.
@@ -36,7 +39,15 @@ import numpy as np
 from .. import objects
 from .. import region as R
 from ..adapter import Adapter, Found, PortInfo
-from ..constants import NR_FORWARD, NR_RX, NR_TX, NS_FORWARD
+from ..constants import (
+    NR_FORWARD,
+    NR_REG_NIC_SW,
+    NR_REG_ONE_SW,
+    NR_REG_SW,
+    NR_RX,
+    NR_TX,
+    NS_FORWARD,
+)
 from ..errors import NetmapError
 from ..kring import KRing, gather
 from ..names import PortSpec
@@ -44,6 +55,7 @@ from ..registry import State, new_mem_id
 from ..ring import Ring
 
 if TYPE_CHECKING:
+    from ..pcap_queue import PcapQueue
     from .bpf import XskProgram
     from .hoststack import HostStack
     from .packet_queue import PacketQueue
@@ -54,7 +66,8 @@ DEFAULT_SLOTS = 1024
 #: a 2048-byte buffer less the 256 bytes AF_XDP keeps in front of a received frame
 MAX_FRAME = 2048 - 256
 MAX_SLOTS = 4096
-ENGINES = ("auto", "xdp", "packet")
+ENGINES = ("auto", "xdp", "packet", "pcap")
+LINUX = sys.platform.startswith("linux")
 XDP_MODES = ("auto", "zerocopy", "copy")
 #: AF_XDP: received frames the kernel may queue beyond a full netmap RX ring, in rings
 RX_BACKLOG = 8
@@ -64,7 +77,7 @@ TX_RESYNC_S = 0.0005
 
 def _netns() -> int:
     """Identity of the calling thread's network namespace (interface names are per netns)."""
-    return os.stat("/proc/thread-self/ns/net").st_ino
+    return os.stat("/proc/thread-self/ns/net").st_ino if LINUX else 0
 
 
 def _engine(requested: str | None) -> str:
@@ -132,6 +145,70 @@ def _ranges(idx: np.ndarray) -> list[list[int]]:
     return [[int(a), int(b)] for a, b in zip(starts, stops, strict=True)]
 
 
+def _mac_text(mac: bytes | None) -> str | None:
+    return ":".join(f"{b:02x}" for b in mac) if mac is not None else None
+
+
+def _linux_facts(spec: PortSpec, engine: str) -> tuple[str, int, dict]:
+    """(engine, queues, interface facts) for ``xdp``/``packet``/``auto`` on Linux."""
+    from . import ifinfo
+
+    ifname = spec.port
+    ifinfo.require_up(ifname)
+    if engine != "packet":
+        why = _xdp_refused()
+        if why is not None:
+            if engine == "xdp":
+                raise NetmapError(errno.EPERM if "missing" in why else errno.EAFNOSUPPORT,
+                                  f"{spec.spec}: AF_XDP engine unavailable: {why} "
+                                  "(run as root, or use engine='packet')")
+            print(f"pynetmap: {ifname}: AF_XDP unavailable ({why}); using AF_PACKET",
+                  file=sys.stderr)
+            engine = "packet"
+        else:
+            engine = "xdp"
+    if engine == "packet":
+        ifinfo.require_capability(ifinfo.CAP_NET_RAW, what=f"{spec.spec} (AF_PACKET engine)")
+    nq = min(ifinfo.queue_counts(ifname)) if engine == "xdp" else 1
+    return engine, nq, {"ifindex": ifinfo.if_index(ifname), "mtu": ifinfo.mtu(ifname),
+                        "mac": _mac_text(ifinfo.mac(ifname))}
+
+
+def _pcap_facts(spec: PortSpec, engine: str) -> dict:
+    """Interface facts for the pcap engine: the kernel's on Linux, libpcap's elsewhere.
+
+    Outside Linux pcap is the only engine; host rings are refused (libpcap
+    can neither take frames away from the OS stack nor hand frames to it).
+    """
+    ifname = spec.port
+    if engine not in ("auto", "pcap"):
+        raise NetmapError(errno.EOPNOTSUPP, f"{spec.spec}: the {engine} engine needs Linux; "
+                          "use engine='pcap' (libpcap) here")
+    if spec.mode in (NR_REG_SW, NR_REG_ONE_SW, NR_REG_NIC_SW):
+        alt = ("use engine='packet' or 'xdp'" if LINUX else
+               f"open netmap:{ifname}, whose RX ring sees what arrives while the stack "
+               "keeps its own copy")
+        raise NetmapError(errno.EOPNOTSUPP, f"{spec.spec}: no host rings with the pcap "
+                          "engine: libpcap can neither take frames away from the OS stack "
+                          f"nor hand frames to it ({alt})")
+    from .. import libpcap
+
+    libpcap.load()  # a missing library is one line at open, not at the first sync
+    if LINUX:
+        from . import ifinfo
+
+        ifinfo.require_up(ifname)
+        ifinfo.require_capability(ifinfo.CAP_NET_RAW, what=f"{spec.spec} (pcap engine)")
+        return {"ifindex": ifinfo.if_index(ifname), "mtu": ifinfo.mtu(ifname),
+                "mac": _mac_text(ifinfo.mac(ifname))}
+    import socket
+
+    dev = libpcap.device(ifname)
+    if not dev.up:
+        raise NetmapError(errno.ENETDOWN, f"interface {ifname} is down (ifconfig {ifname} up)")
+    return {"ifindex": socket.if_nametoindex(ifname), "mtu": dev.mtu, "mac": _mac_text(dev.mac)}
+
+
 class NicAdapter(Adapter):
     """The kernel side of a NIC port: one engine queue per bound ring pair."""
 
@@ -153,42 +230,24 @@ class NicAdapter(Adapter):
         super().prepare(spec, conf, kw)
         if xdp_mode not in XDP_MODES:
             raise ValueError(f"xdp_mode must be auto, zerocopy or copy, not {xdp_mode!r}")
-        if not sys.platform.startswith("linux"):
-            raise NetmapError(errno.EOPNOTSUPP, f"{spec.spec}: network interfaces are "
-                              "supported on Linux only so far")
-        from . import ifinfo
-
-        ifname = spec.port
-        ifinfo.require_up(ifname)
         engine = _engine(engine)
-        if engine != "packet":
-            why = _xdp_refused()
-            if why is not None:
-                if engine == "xdp":
-                    raise NetmapError(errno.EPERM if "missing" in why else errno.EAFNOSUPPORT,
-                                      f"{spec.spec}: AF_XDP engine unavailable: {why} "
-                                      "(run as root, or use engine='packet')")
-                print(f"pynetmap: {ifname}: AF_XDP unavailable ({why}); using AF_PACKET",
-                      file=sys.stderr)
-                engine = "packet"
-            else:
-                engine = "xdp"
-        if engine == "packet":
-            ifinfo.require_capability(ifinfo.CAP_NET_RAW,
-                                      what=f"{spec.spec} (AF_PACKET engine)")
-        nq = min(ifinfo.queue_counts(ifname)) if engine == "xdp" else 1
+        if engine == "pcap" or not LINUX:
+            engine, nq, facts = "pcap", 1, _pcap_facts(spec, engine)
+        else:
+            engine, nq, facts = _linux_facts(spec, engine)
         slots = (_slots(conf.get("tx_slots", 0), "slots"),
                  _slots(conf.get("rx_slots", 0), "slots"))
         if conf.get("host_tx_rings", 0) > 1 or conf.get("host_rx_rings", 0) > 1:
             raise ValueError("NIC ports have one host ring pair")
-        mtu = ifinfo.mtu(ifname)
-        if mtu + 14 > MAX_FRAME:
+        ifname, mtu = spec.port, facts["mtu"]
+        if mtu is not None and mtu + 14 > MAX_FRAME:
+            fix = (f"ip link set {ifname} mtu {MAX_FRAME - 14}" if LINUX
+                   else f"ifconfig {ifname} mtu {MAX_FRAME - 14}")
             raise NetmapError(errno.EINVAL, f"{ifname}: MTU {mtu} needs {mtu + 14}-byte "
                               f"frames, more than a netmap buffer holds here ({MAX_FRAME}); "
-                              f"lower it: ip link set {ifname} mtu {MAX_FRAME - 14}")
+                              f"lower it: {fix}")
         return {"engine": engine, "xdp_mode": xdp_mode, "nq": nq, "slots": slots,
-                "netns": _netns(), "ifindex": ifinfo.if_index(ifname), "mtu": mtu,
-                "mac": ":".join(f"{b:02x}" for b in ifinfo.mac(ifname))}
+                "netns": _netns(), **facts}
 
     @classmethod
     def get(cls, state: State, spec: PortSpec, conf: dict, pre: dict) -> Found:
@@ -255,9 +314,9 @@ class NicAdapter(Adapter):
         self.ifname: str = record["ifname"]
         self.ifindex: int = record["ifindex"]
         self.nq: int = record["queues"]
-        self.mac: str = pre["mac"]
-        self.mtu: int = pre["mtu"]
-        self.queues: dict[int, XdpQueue | PacketQueue] = {}  # by ringid
+        self.mac: str | None = pre["mac"]
+        self.mtu: int | None = pre["mtu"]
+        self.queues: dict[int, XdpQueue | PacketQueue | PcapQueue] = {}  # by ringid
         self.program: XskProgram | None = None
         self.host: HostStack | None = None
         self.forward: dict[bool, PacketSocket] = {}  # NR_FORWARD senders, by direction
@@ -316,12 +375,16 @@ class NicAdapter(Adapter):
             self.max_frame = min(self.max_frame, queue.max_frame)
 
     def _queue(self, ifname: str, q: int, tx: Ring | None, rx: Ring | None,
-               spare: np.ndarray | None, xdp_mode: str) -> XdpQueue | PacketQueue:
+               spare: np.ndarray | None, xdp_mode: str) -> XdpQueue | PacketQueue | PcapQueue:
         if self.engine == "xdp":
             from .xdp_queue import XdpQueue
 
             return XdpQueue(ifname, q, self.region, tx, rx, xdp_mode,
                             spare if spare is not None else np.empty(0, np.uint32))
+        if self.engine == "pcap":
+            from ..pcap_queue import PcapQueue
+
+            return PcapQueue(ifname, self.region, tx, rx, RX_BACKLOG)
         from .packet_queue import PacketQueue
 
         return PacketQueue(ifname, self.region, tx, rx, RX_BACKLOG)
@@ -402,8 +465,11 @@ class NicAdapter(Adapter):
         Made on first use: a socket with a waiter registered pays a wake-up
         (a locked wait-queue walk) for every frame the kernel frees, about a
         tenth of an AF_XDP sender's time, so ``poll`` registers only while
-        it sleeps.
+        it sleeps.  The pcap engine's one queue gives its own fd (there is no
+        epoll on macOS or FreeBSD).
         """
+        if self.engine == "pcap":
+            return next(iter(self.queues.values())).fileno()
         if self._epoll is None:
             self._epoll = select.epoll()
             for queue in self.queues.values():
