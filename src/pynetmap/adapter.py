@@ -14,7 +14,8 @@ class-level (control)  run under the registry lock, on the shared port *record*
                        it back to the class (releases, sweeps)
 ``takes(spec)``        which names it opens (``open()`` asks each in order)
 ``options``            the ``@option``\\ s it implements; others are refused
-``prepare(spec, kw)``  checks and choices that need no lock (before it)
+``prepare(spec, kw)``  checks and choices that need no lock (before it); a
+                       ``"spec"`` in its answer renames the port being opened
 ``get(state, ...)``    netmap's ``netmap_get_na``: find or create the port record
                        (and its region); returns a :class:`Found`
 ``krings_get(...)``    make the bound rings exist (pipes made them all already);

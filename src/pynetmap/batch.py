@@ -125,6 +125,15 @@ class SlotBatch:
     def flags(self, v: np.ndarray | int) -> None:
         self._set(self.ring.slot_flags, v)
 
+    @property
+    def ptr(self) -> np.ndarray:
+        """User addresses of ``NS_INDIRECT`` slots (VALE TX: the switch copies from there)."""
+        return self._get(self.ring.slots["ptr"])
+
+    @ptr.setter
+    def ptr(self, v: np.ndarray | int) -> None:
+        self._set(self.ring.slots["ptr"], v)
+
     def set_len(self, v: np.ndarray | int) -> None:
         self.len = v
 

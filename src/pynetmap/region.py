@@ -102,6 +102,22 @@ class Region:
         #: The buffer pool as a 2-D array: ``bufs[i]`` is buffer i.
         self.bufs = np.ndarray((nbufs, buf_size), np.uint8, buffer=self.mem, offset=buf_pool_ofs)
         self.users = 0
+        self._rows: dict[int, np.ndarray] = {}
+
+    def rows(self, nbytes: int) -> np.ndarray:
+        """The buffer pool as one item per buffer: its first ``nbytes`` (rounded up to 64).
+
+        Fancy indexing on this 1-D array of fixed-size items copies each
+        buffer's prefix with one memcpy: for short frames about three times
+        faster than indexing the 2-D ``bufs`` (which copies byte columns).
+        """
+        size = min(self.buf_size, (nbytes + 63) & ~63)
+        v = self._rows.get(size)
+        if v is None:
+            v = self._rows[size] = np.ndarray((self.nbufs,), f"V{size}", buffer=self.mem,
+                                              offset=self.buf_pool_ofs,
+                                              strides=(self.buf_size,))
+        return v
 
     @classmethod
     def from_shm(cls, shm: Any) -> Region:
@@ -175,6 +191,7 @@ class Region:
     def close(self) -> None:
         """Unmap (deferred while NumPy views handed out are alive)."""
         self.bitmap = self.bufs = self.mem = None  # type: ignore[assignment]
+        self._rows.clear()
         try:
             self.buf.release()
         except BufferError:
@@ -229,6 +246,18 @@ def attach(state: State, mem_id: int) -> Region:
         region = Region.from_shm(osl.shm_attach(rec["shm"]))
         _cache[mem_id] = region
         undo(lambda: _forget(region))
+    return region
+
+
+def map_id(mem_id: int) -> Region:
+    """Map region ``mem_id`` by its name, without the registry, and hold it (give it
+    back with :func:`drop`): a switch's data path maps the regions of the ports it
+    delivers to, outside any transaction."""
+    region = _cache.get(mem_id)
+    if region is None:
+        region = Region.from_shm(osl.shm_attach(f"{shm_prefix()}{mem_id}"))
+        _cache[mem_id] = region
+    hold(region)
     return region
 
 

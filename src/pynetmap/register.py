@@ -100,6 +100,7 @@ def open_port(cls: type[Adapter], spec: PortSpec, conf: dict, extra_bufs: int, f
                               f"implemented for {cls.kind} ports")
     conf = {**conf, "extra_bufs": extra_bufs}
     pre = cls.prepare(spec, conf, kw)
+    spec = pre.pop("spec", spec)  # a port type may rename (VALE: the host stack's port IF^)
     with transaction() as state:
         found = cls.get(state, spec, conf, pre)
         record, ep, region = found.record, found.ep, found.region

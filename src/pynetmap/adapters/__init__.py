@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 ADAPTERS: list[str] = [
     "pynetmap.adapters.pipe:PipeAdapter",  # netmap:X{N, netmap:X}N
     "pynetmap.adapters.null:NullAdapter",  # open_null() only: takes no name
+    "pynetmap.adapters.vale:ValeAdapter",  # valeX:Y
     "pynetmap.linux.nic:NicAdapter",  # netmap:IFNAME (Linux)
 ]
 
@@ -41,8 +42,7 @@ def adapter_for(spec: PortSpec) -> type[Adapter]:
         cls = _load(entry)
         if cls.takes(spec):
             return cls
-    what = "VALE switches" if spec.is_vale() else f"ports like {spec.spec!r}"
-    raise NetmapError(errno.EOPNOTSUPP, f"{spec.spec}: {what} are not implemented yet")
+    raise NetmapError(errno.EOPNOTSUPP, f"{spec.spec}: ports like this are not implemented yet")
 
 
 def adapter_of_kind(kind: str) -> type[Adapter]:

@@ -8,6 +8,7 @@ pynetmap imports only from this package, never from an OS module.
 - shared memory: ``shm_create``, ``shm_attach``, ``shm_unlink``, ``shm_close``
   -- regions that unrelated processes map, private to the user;
 - ``locked(path)``: the cross-process lock around registry transactions;
+  ``RangeLock``: many small cross-process locks in one file (switch rings);
 - ``process_token``, ``process_alive``: is a peer still there?  A process
   killed with SIGKILL never closes its ports;
 - ``user_tag``, ``check_private_dir``: the per-user run-time directory;
@@ -23,6 +24,6 @@ else:
     from .posix import *  # noqa: F403
 
 __all__ = [  # noqa: F405 - defined by the star import above
-    "Doorbell", "check_private_dir", "locked", "process_alive", "process_token", "ring",
-    "shm_attach", "shm_close", "shm_create", "shm_unlink", "user_tag",
+    "Doorbell", "RangeLock", "check_private_dir", "locked", "process_alive", "process_token",
+    "ring", "shm_attach", "shm_close", "shm_create", "shm_unlink", "user_tag",
 ]

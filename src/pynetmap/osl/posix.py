@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
@@ -22,8 +23,8 @@ from ._doorbell import Doorbell, ring
 from ._shm import shm_close
 
 __all__ = [
-    "Doorbell", "check_private_dir", "locked", "process_alive", "process_token", "ring",
-    "shm_attach", "shm_close", "shm_create", "shm_unlink", "user_tag",
+    "Doorbell", "RangeLock", "check_private_dir", "locked", "process_alive", "process_token",
+    "ring", "shm_attach", "shm_close", "shm_create", "shm_unlink", "user_tag",
 ]
 
 #: Linux has /proc/PID/stat: zombies and start times are visible there.
@@ -101,6 +102,32 @@ def locked(path: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+class RangeLock:
+    """Exclusive locks on single bytes of one file: many small cross-process locks
+    (a VALE switch's rings) behind one descriptor.
+
+    ``fcntl`` record locks: the kernel drops them when the holder dies, so a
+    sender killed mid-batch never leaves a ring locked.  Record locks belong
+    to the process, so a thread lock makes the threads of one process take
+    turns as well.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._threads = threading.Lock()
+
+    def acquire(self, i: int) -> None:
+        self._threads.acquire()
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, i, os.SEEK_SET)
+
+    def release(self, i: int) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, i, os.SEEK_SET)
+        self._threads.release()
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def _stat(pid: int) -> tuple[bytes, int] | None:

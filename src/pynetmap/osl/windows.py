@@ -19,6 +19,7 @@ import errno
 import getpass
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from multiprocessing.shared_memory import SharedMemory
@@ -29,8 +30,9 @@ from ._doorbell import ring
 from ._shm import shm_close
 
 __all__ = [
-    "Doorbell", "WinAPI", "check_private_dir", "locked", "process_alive", "process_token",
-    "ring", "set_api", "shm_attach", "shm_close", "shm_create", "shm_unlink", "user_tag",
+    "Doorbell", "RangeLock", "WinAPI", "check_private_dir", "locked", "process_alive",
+    "process_token", "ring", "set_api", "shm_attach", "shm_close", "shm_create", "shm_unlink",
+    "user_tag",
 ]
 
 SYNCHRONIZE = 0x00100000
@@ -87,8 +89,9 @@ class WinAPI:
     def close_handle(self, handle: int) -> None:
         self._k.CloseHandle(handle)
 
-    def try_lock(self, fd: int) -> bool:
-        """Lock byte 0 of ``fd`` without waiting; False if another holder has it."""
+    def try_lock(self, fd: int, at: int = 0) -> bool:
+        """Lock byte ``at`` of ``fd`` without waiting; False if another holder has it."""
+        os.lseek(fd, at, os.SEEK_SET)  # msvcrt locks bytes from the file position
         try:
             self._msvcrt.locking(fd, self._msvcrt.LK_NBLCK, 1)
         except OSError as e:
@@ -97,7 +100,8 @@ class WinAPI:
             raise
         return True
 
-    def unlock(self, fd: int) -> None:
+    def unlock(self, fd: int, at: int = 0) -> None:
+        os.lseek(fd, at, os.SEEK_SET)
         self._msvcrt.locking(fd, self._msvcrt.LK_UNLCK, 1)
 
 
@@ -177,6 +181,28 @@ def locked(path: str) -> Iterator[None]:
             api.unlock(fd)
     finally:
         os.close(fd)
+
+
+class RangeLock:
+    """Exclusive locks on single bytes of one file (see the POSIX one): byte-range
+    ``msvcrt.locking``, polled because its blocking mode gives up after 10 s."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._threads = threading.Lock()
+
+    def acquire(self, i: int) -> None:
+        self._threads.acquire()
+        api = _win()
+        while not api.try_lock(self._fd, i):
+            time.sleep(0)
+
+    def release(self, i: int) -> None:
+        _win().unlock(self._fd, i)
+        self._threads.release()
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def process_token(pid: int | None = None) -> int:

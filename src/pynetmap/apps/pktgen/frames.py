@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ... import pcap
-from ...constants import NS_BUF_CHANGED, NS_MOREFRAG, NS_REPORT
+from ...constants import NS_BUF_CHANGED, NS_INDIRECT, NS_MOREFRAG, NS_REPORT
 from ...ring import Ring
 from ...traffic import FrameTable
 from . import options as O
@@ -106,6 +106,12 @@ class FrameSource:
                          or self.frags > 1 or cfg.options & (O.OPT_COPY | O.OPT_MEMCPY)
                          or (self.table is not None and len(self.table) > 1))
         self.rubbish = bool(cfg.options & O.OPT_RUBBISH)
+        if cfg.options & O.OPT_INDIRECT and (self.copy or self.rubbish or self.table is not None):
+            raise ValueError("-I sends one constant frame by reference; it does not combine "
+                             "with address ranges, random addresses, -M, -F, -P or -o copy/"
+                             "rubbish")
+        if cfg.options & O.OPT_INDIRECT:
+            self.frame = np.ascontiguousarray(self.frame)  # the address every slot points at
 
     def _template(self, size: int) -> Template:
         t = self._templates.get(size)
@@ -133,6 +139,10 @@ class FrameSource:
         wire = size + self.h
         if self.rubbish:
             self._set_lengths(b, wire)
+        elif self.cfg.options & O.OPT_INDIRECT:  # -I: no copy, the slot points at the frame
+            b.len = wire
+            b.flags = NS_INDIRECT
+            b.ptr = self.frame.ctypes.data
         elif not self.copy:
             idx = b.buf_idx
             changed = idx[(b.flags & NS_BUF_CHANGED) != 0]
