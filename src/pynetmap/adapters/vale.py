@@ -138,7 +138,7 @@ class _SwitchMap:
         self.users = 0
 
     def close(self) -> None:
-        self.words = self.ports = self.table = None  # type: ignore[assignment]
+        del self.words, self.ports, self.table  # views of the segment, before closing it
         self.lock.close()
         osl.shm_close(self.shm)
 
@@ -262,7 +262,7 @@ class ValeAdapter(Adapter):
         extra = conf.get("extra_bufs", 0)
         if not 0 <= extra <= NM_BDG_MAXEXTRA:
             raise ValueError(f"VALE ports take 0..{NM_BDG_MAXEXTRA} extra buffers, got {extra}")
-        pre = {"geometry": _geometry(conf), "key": f"{sw}:{pname}", "switch": sw}
+        pre: dict = {"geometry": _geometry(conf), "key": f"{sw}:{pname}", "switch": sw}
         if host:
             pre["spec"] = spec.with_ring(1, 0)  # the host stack's port: a port like any other
         return pre
