@@ -14,9 +14,11 @@ killed by its pid.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -125,7 +127,7 @@ def test_create_refuses_names_netmap_refuses(name, capsys):
 
 
 def test_peer_names_fit_ifnamsiz():
-    assert V.peer_name("v0") == "v0-vp"
+    assert V.peer_name("v0") == "v0_vp"
     long = [V.peer_name("a" * 15), V.peer_name("a" * 14 + "b")]
     assert all(len(p) < V.IFNAMSIZ for p in long) and long[0] != long[1]
 
@@ -269,3 +271,230 @@ def test_killed_agent_is_swept_with_its_xdp_program(pipe_agent):
     netns.call(veth.ns_b, _opens)  # any registry transaction in its namespace sweeps
     assert _opens() == 0
     assert not _xdp(veth.ns_b, veth.if_b)
+
+
+# -- vale-ctl end to end (root) --------------------------------------------------------
+
+def vale_ctl(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``vale-ctl ARGS`` run inside namespace ``ns``: its agents live there."""
+    r = netns.run(ns, sys.executable, "-m", "pynetmap.apps.valectl", *args, timeout=90,
+                  check=False)
+    if check and r.returncode != 0:
+        raise AssertionError(f"vale-ctl {' '.join(args)} in {ns}: exit {r.returncode}: "
+                             f"{r.stderr.strip()}")
+    return r
+
+
+def fails(ns: str, code: int, *args: str) -> str:
+    """Run vale-ctl expecting exit 1 and one line naming errno ``code``; returns the line."""
+    r = vale_ctl(ns, *args, check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, (r.returncode, r.stderr)
+    assert f": {os.strerror(code)} (" in lines[0], lines[0]
+    return lines[0]
+
+
+def agents() -> dict[str, dict]:
+    with transaction() as state:
+        return dict(V.records(state)["agents"])
+
+
+def ports() -> list:
+    from pynetmap.adapters.vale import list_ports
+
+    return list_ports()
+
+
+@pytest.fixture
+def reap(_netns_session: None) -> Iterator[None]:
+    """Kill, by pid, any switch agent of this test still running at its end."""
+    before = set(agents())
+    yield
+    for key, rec in agents().items():
+        if key not in before and osl.process_alive(rec["pid"], rec["token"]):
+            os.kill(rec["pid"], signal.SIGKILL)
+
+
+@pytest.fixture
+def two_hosts(reap: None) -> Iterator[tuple[netns.VethPair, netns.VethPair]]:
+    """Two veth pairs: the ``a`` ends are two hosts (192.0.2.1, .3), the ``b`` ends the
+    interfaces to attach, without addresses, each in its own namespace."""
+    with netns.veth_pair() as p, netns.veth_pair() as q:
+        netns.run(q.ns_a, "ip", "addr", "flush", "dev", q.if_a)
+        netns.run(q.ns_a, "ip", "addr", "add", "192.0.2.3/24", "dev", q.if_a)
+        q.addr_a = "192.0.2.3"
+        for pair in (p, q):
+            netns.run(pair.ns_b, "ip", "addr", "flush", "dev", pair.if_b)
+        # one switch spans namespaces: its port names must differ
+        netns.run(q.ns_b, "ip", "link", "set", q.if_b, "down")
+        netns.run(q.ns_b, "ip", "link", "set", q.if_b, "name", "pnm2")
+        netns.run(q.ns_b, "ip", "link", "set", "pnm2", "up")
+        q.if_b = "pnm2"
+        yield p, q
+
+
+def _tcp_transfer(server_ns: str, client_ns: str, addr: str, nbytes: int) -> None:
+    """Send ``nbytes`` random bytes over TCP; the receiver's SHA-256 must match."""
+    data = os.urandom(nbytes)
+    server = ("import hashlib,socket,sys\n"
+              "s=socket.socket(); s.bind(('0.0.0.0',5001)); s.listen(1); s.settimeout(30)\n"
+              "c,_=s.accept(); c.settimeout(30); h=hashlib.sha256(); n=0\n"
+              "while True:\n"
+              "    b=c.recv(65536)\n"
+              "    if not b: break\n"
+              "    h.update(b); n+=len(b)\n"
+              "print(n, h.hexdigest())\n")
+    srv = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c", server],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        client = ("import socket,sys,time\n"
+                  "for i in range(100):\n"
+                  "    try:\n"
+                  f"        s=socket.create_connection(('{addr}',5001),timeout=30); break\n"
+                  "    except ConnectionRefusedError: time.sleep(0.05)\n"
+                  "s.sendall(sys.stdin.buffer.read()); s.close()\n")
+        subprocess.run(["ip", "netns", "exec", client_ns, sys.executable, "-c", client],
+                       input=data, check=True, timeout=60)
+        out, _ = srv.communicate(timeout=60)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+    assert out.split() == [str(nbytes), hashlib.sha256(data).hexdigest()]
+
+
+@linux_only
+def test_two_namespaces_through_one_switch_ping_and_tcp(two_hosts):
+    p, q = two_hosts
+    vale_ctl(p.ns_b, "-a", f"vale0:{p.if_b}")
+    vale_ctl(q.ns_b, "-a", f"vale0:{q.if_b}")
+    listed = vale_ctl(p.ns_b, "-l").stdout.splitlines()  # the other namespace's port too
+    pids = {rec["pid"] for rec in agents().values()}
+    assert len(pids) == 2 and len(listed) == 2
+    for i, (line, ifname) in enumerate(zip(listed, ("pnm1", "pnm2"), strict=True)):
+        assert line.startswith(f"bridge:0 port:{i} vale0:{ifname}  mem_id ")
+        assert line.endswith(f"(switch agent of {ifname})")
+    assert vale_ctl(q.ns_b, "-l", "vale0:pnm2").stdout == "vale0:pnm2 at bridge:0 port:1\n"
+    netns.run(p.ns_a, "ping", "-c", "3", "-i", "0.2", "-W", "5", q.addr_a, timeout=30)
+    _tcp_transfer(q.ns_a, p.ns_a, q.addr_a, 4 << 20)
+    vale_ctl(p.ns_b, "-d", f"vale0:{p.if_b}")
+    vale_ctl(q.ns_b, "-d", f"vale0:{q.if_b}")
+    assert agents() == {} and ports() == []
+    assert not any(osl.process_alive(pid) for pid in pids)
+    for pair in (p, q):
+        assert not _xdp(pair.ns_b, pair.if_b)
+    assert vale_ctl(p.ns_b, "-l").stdout == ""
+    r = netns.run(p.ns_a, "ping", "-c", "1", "-W", "1", q.addr_a, check=False)
+    assert r.returncode != 0  # detached: nothing forwards any more
+
+
+@linux_only
+def test_host_stack_attached_with_h(veth, reap):
+    """-h: the interface and its host stack are two ports; the stack answers through the
+    switch, and -d gives it its address back."""
+    vale_ctl(veth.ns_b, "-h", f"vale0:{veth.if_b}")
+    names = sorted(p.name for p in ports())
+    assert names == ["vale0:pnm1", "vale0:pnm1^"]
+    netns.run(veth.ns_a, "ping", "-c", "3", "-i", "0.2", "-W", "5", veth.addr_b, timeout=30)
+    vale_ctl(veth.ns_b, "-d", f"vale0:{veth.if_b}")
+    assert ports() == [] and agents() == {}
+    addrs = netns.run(veth.ns_b, "ip", "-j", "addr", "show", veth.if_b).stdout
+    assert veth.addr_b in addrs
+    netns.run(veth.ns_a, "ping", "-c", "1", "-W", "5", veth.addr_b)  # the OS's own path again
+
+
+@linux_only
+def test_persistent_ports_carry_ping(veth, reap):
+    """-n makes interfaces OS programs use; attached to a switch they reach each other,
+    here across two namespaces (v1 moved like a container's interface)."""
+    s, other = veth.ns_a, veth.ns_b
+    for name in ("v0", "v1"):
+        vale_ctl(s, "-n", name, "-C", "512")
+    vale_ctl(s, "-a", "vale1:v0")
+    vale_ctl(s, "-a", "vale1:v1")
+    netns.run(s, "ip", "link", "set", "v1", "netns", other)
+    netns.run(s, "ip", "addr", "add", "198.51.100.1/24", "dev", "v0")
+    netns.run(other, "ip", "addr", "add", "198.51.100.2/24", "dev", "v1")
+    netns.run(other, "ip", "link", "set", "v1", "up")
+    netns.run(s, "ping", "-c", "3", "-i", "0.2", "-W", "5", "198.51.100.2", timeout=30)
+    assert {(p.name, p.tx_rings) for p in ports()} == {("vale1:v0", 1), ("vale1:v1", 1)}
+    fails(s, errno.EBUSY, "-r", "v0")  # attached
+    for name in ("v0", "v1"):
+        vale_ctl(s, "-d", f"vale1:{name}")
+        vale_ctl(s, "-r", name)
+    links = netns.run(s, "ip", "-j", "link", "show").stdout + \
+        netns.run(other, "ip", "-j", "link", "show").stdout
+    assert '"v0' not in links and '"v1' not in links  # the pairs are gone, both ends
+    with transaction() as state:
+        assert V.records(state)["persistent"] == {}
+
+
+@linux_only
+def test_netmap_errors(veth, reap):
+    ns, ifname = veth.ns_b, veth.if_b
+    fails(ns, errno.ENXIO, "-a", "vale0:nosuch0")
+    vale_ctl(ns, "-a", f"vale0:{ifname}")
+    line = fails(ns, errno.EBUSY, "-a", f"vale0:{ifname}")  # attached twice
+    assert line.startswith(f"vale0:{ifname}: ")
+    fails(ns, errno.EBUSY, "-a", f"vale2:{ifname}")  # a NIC goes to one switch
+    fails(ns, errno.EBUSY, "-h", f"vale2:{ifname}")
+    fails(ns, errno.ENXIO, "-d", f"vale2:{ifname}")  # not on that switch
+    netns.run(veth.ns_a, "ip", "link", "add", ifname, "type", "veth", "peer", "name", "x0")
+    fails(veth.ns_a, errno.EBUSY, "-a", f"vale0:{ifname}")  # the name is taken on vale0
+    fails(ns, errno.EINVAL, "-d", f"vale0:{ifname}^")
+
+    def open_it(name: str) -> int:
+        try:
+            pynetmap.open(name).close()
+        except pynetmap.NetmapError as e:
+            return e.errno or 0
+        return 0
+
+    assert netns.call(ns, open_it, f"netmap:{ifname}", timeout=30) == errno.EBUSY  # agent's
+    # only agents open a switch port named like an interface (netmap's REGISTER: EINVAL)
+    r = netns.run(ns, sys.executable, "-c", f"import pynetmap; pynetmap.open('vale0:{ifname}')",
+                  check=False, timeout=30)
+    assert r.returncode == 1 and "NetmapError: [Errno 22]" in r.stderr
+    fails(ns, errno.EEXIST, "-n", ifname)  # an interface of that name exists
+    fails(ns, errno.EINVAL, "-r", ifname)  # not a persistent port
+    fails(ns, errno.ENXIO, "-r", "nosuch0")
+    vale_ctl(ns, "-n", "p0")
+    fails(ns, errno.EEXIST, "-n", "p0")
+    fails(ns, errno.EINVAL, "-h", "vale0:p0")  # a persistent port has no host stack
+    vale_ctl(ns, "-a", "vale0:p0")
+    fails(ns, errno.EBUSY, "-a", "vale3:p0")
+    fails(ns, errno.EBUSY, "-r", "p0")
+    fails(ns, errno.EEXIST, "-n", "p0")
+    vale_ctl(ns, "-d", "vale0:p0")
+    vale_ctl(ns, "-r", "p0")
+    fails(ns, errno.ENXIO, "-r", "p0")
+    vale_ctl(ns, "-d", f"vale0:{ifname}")
+    fails(ns, errno.ENXIO, "-d", f"vale0:{ifname}")
+    fails(ns, errno.ENOENT, "-l", "vale0:pnm1")  # no switch any more
+    assert agents() == {}
+
+
+@linux_only
+def test_dead_agent_is_cleaned_and_the_interface_can_attach_again(veth, reap):
+    ns, ifname = veth.ns_b, veth.if_b
+    vale_ctl(ns, "-a", f"vale0:{ifname}")
+    (rec,) = agents().values()
+    had_xdp = _xdp(ns, ifname)
+    os.kill(rec["pid"], signal.SIGKILL)
+    assert _wait_gone(rec["pid"], rec["token"])
+    assert vale_ctl(ns, "-l").stdout == ""  # swept: its ports, its record
+    assert agents() == {}
+    if had_xdp:
+        assert not _xdp(ns, ifname)
+    vale_ctl(ns, "-a", f"vale0:{ifname}")
+    vale_ctl(ns, "-d", f"vale0:{ifname}")
+
+
+@linux_only
+def test_agent_leaves_when_the_interface_goes(veth, reap):
+    ns, ifname = veth.ns_b, veth.if_b
+    vale_ctl(ns, "-a", f"vale0:{ifname}")
+    (rec,) = agents().values()
+    netns.run(ns, "ip", "link", "del", ifname)
+    assert _wait_gone(rec["pid"], rec["token"])
+    assert ports() == [] and agents() == {}

@@ -176,10 +176,13 @@ def _exists(ifname: str) -> bool:
 
 
 def peer_name(name: str) -> str:
-    """The agent's end of persistent port ``name``: ``name-vp``, shortened to fit IFNAMSIZ."""
+    """The agent's end of persistent port ``name``: ``name_vp``, shortened to fit IFNAMSIZ.
+
+    No ``-``: the agent opens it by its netmap name, where ``-`` selects a ring.
+    """
     if len(name) + 3 < IFNAMSIZ:
-        return f"{name}-vp"
-    return f"{name[:8]}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+        return f"{name}_vp"
+    return f"{name[:8]}_{hashlib.sha1(name.encode()).hexdigest()[:6]}"
 
 
 def _switch_port(name: str) -> tuple[str, str]:
@@ -218,6 +221,9 @@ def attach(name: str, host: bool = False, conf: dict[str, int] | None = None) ->
         if rec is not None:
             raise NetmapError(errno.EBUSY, f"{ifname} is attached to {rec['switch']} already "
                                            f"(switch agent pid {rec['pid']})")
+        for name_ in (f"{switch}:{ifname}", f"{switch}:{ifname}^"):
+            if state["ports"].get(name_, {}).get("kind") == "vale":  # switches span namespaces
+                raise NetmapError(errno.EBUSY, f"{switch} has a port {name_} already")
         pers = recs["persistent"].get(key)
         port_conf = dict(pers["conf"]) if pers else {}
         port_conf.update(conf or {})
@@ -392,22 +398,18 @@ def listing(name: str = "") -> list[str]:
     for p in ports:
         bridges.setdefault(p.switch, len(bridges))
     if name:
-        try:
-            spec = parse(name)
-        except PortNameError as e:
-            raise NetmapError(errno.EINVAL, str(e)) from None
-        if spec.prefix not in bridges:
-            raise NetmapError(errno.ENOENT, f"no switch {spec.prefix}")
-        want = spec.spec[len(spec.prefix) + 1:]
+        sw = name.partition(":")[0]
+        if sw not in bridges:
+            raise NetmapError(errno.ENOENT, f"no switch {sw}")
         for p in ports:
-            if p.switch == spec.prefix and p.name == want:
+            if p.name == name:
                 return [f"{name} at bridge:{bridges[p.switch]} port:{p.index}"]
-        raise NetmapError(errno.ENXIO, f"{spec.prefix} has no port {want}")
+        raise NetmapError(errno.ENXIO, f"{sw} has no port {name[len(sw) + 1:]}")
     out = []
     for p in ports:
-        line = f"bridge:{bridges[p.switch]} port:{p.index} {p.switch}:{p.name}"
-        line += f"  mem_id {p.mem_id} pids {','.join(map(str, p.pids)) or '-'}"
-        agent = agents.get((p.switch, p.name.rstrip("^")))
+        line = (f"bridge:{bridges[p.switch]} port:{p.index} {p.name}  mem_id {p.mem_id} "
+                f"pids {','.join(map(str, p.pids)) or '-'}")
+        agent = agents.get((p.switch, p.name[len(p.switch) + 1:].rstrip("^")))
         if agent is not None and agent["pid"] in p.pids:
             line += f" (switch agent of {agent['nic']})"
         out.append(line)
