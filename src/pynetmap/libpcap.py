@@ -57,6 +57,10 @@ PCAP_WARNING = 1
 #: record header ``pcap_dump`` writes before each packet: ts_sec, ts_usec, caplen, len
 RECORD = struct.Struct("=IIII")
 _CAPLEN = struct.Struct("=I")
+#: records walked one by one after a short run of equal lengths, before trying runs again
+WALK = 32
+#: errors after which a frame is sent again later: the device's queue is full
+_RETRY = (errno.ENOBUFS, errno.EAGAIN, errno.EINTR)
 _SEEK_SET = 0
 _IONBF = 2
 
@@ -117,7 +121,7 @@ def load(path: str | None = None) -> ctypes.CDLL:
     lib = None
     for name in tried:
         try:
-            lib = ctypes.CDLL(name, use_errno=True)
+            lib = ctypes.CDLL(name)  # no use_errno: it costs a quarter of a pcap_inject call
             break
         except OSError:
             continue
@@ -228,6 +232,56 @@ def device(name: str) -> Device:
     raise NetmapError(errno.ENXIO, f"no such interface {name!r}")
 
 
+# -- records -------------------------------------------------------------------------------
+
+def find_records(buf: np.ndarray, count: int, used: int) -> tuple[np.ndarray, np.ndarray]:
+    """(data offsets, lengths) of the ``count`` pcap records in ``buf[:used]``.
+
+    Record i+1 starts after record i's data, so finding them is sequential.
+    Runs of equal length are found with NumPy: a strided view of the
+    length fields at the run's stride, compared at once (the first mismatch
+    is where the run ends, and a record starts).  After a short run the
+    records are walked in Python instead, :data:`WALK` of them, twice as
+    many after each further short run: traffic of one frame size costs a
+    few NumPy calls per batch, any traffic at most one small step per packet.
+    """
+    offs = np.empty(count, np.int64)
+    caps = np.empty(count, np.int64)
+    h = RECORD.size
+    raw: bytes | None = None
+    at = i = 0
+    walk = WALK
+    while i < count:
+        c = int(np.ndarray((), "=u4", buffer=buf, offset=at + 8))
+        stride = h + c
+        m = min(count - i, (used - at) // stride)
+        if m < 1:
+            raise NetmapError(errno.EIO, f"pcap record {i} at {at} runs past the {used} "
+                              "bytes written")
+        same = np.ndarray((m,), "=u4", buffer=buf, offset=at + 8, strides=(stride,)) == c
+        run = m if same.all() else int(same.argmin())
+        offs[i:i + run] = at + h + stride * np.arange(run)
+        caps[i:i + run] = c
+        at, i = at + stride * run, i + run
+        if run >= WALK:
+            walk = WALK
+        elif i < count:
+            if raw is None:
+                raw = buf[:used].tobytes()  # struct reads bytes fastest
+            walked = min(walk, count - i)
+            walk *= 2
+            o, cl = [0] * walked, [0] * walked
+            for j in range(walked):
+                c = _CAPLEN.unpack_from(raw, at + 8)[0]
+                o[j], cl[j] = at + h, c
+                at += h + c
+            offs[i:i + walked], caps[i:i + walked] = o, cl
+            i += walked
+    if at != used:
+        raise NetmapError(errno.EIO, f"{count} pcap records end at {at}, not at {used}")
+    return offs, caps
+
+
 # -- a live capture -------------------------------------------------------------------------
 
 class Capture:
@@ -287,7 +341,6 @@ class Capture:
         self.batch = batch
         size = batch * (RECORD.size + snaplen)
         self.records = np.zeros(size + snaplen + 64, np.uint8)
-        self._mv = self.records.data
         assert _libc is not None  # loaded with the library
         f = _libc.fmemopen(self.records.ctypes.data, size + 1, b"w")
         if not f:
@@ -299,6 +352,7 @@ class Capture:
         self._file, self._dumper = f, d
         self._handler = ctypes.cast(lib.pcap_dump, P)
         self._inject = lib.pcap_inject
+        self._handle = P(p)  # converted once, not per call
         self._dispatch = lib.pcap_dispatch
 
     def _geterr(self) -> str:
@@ -321,13 +375,12 @@ class Capture:
         (``ENOBUFS``/``EAGAIN``) leaves the rest for the caller to retry;
         another error raises ``NetmapError`` when nothing could be sent.
         """
-        done = takewhile((-1).__lt__, map(self._inject, repeat(self._p), addrs, lens))
+        done = takewhile((-1).__lt__, map(self._inject, repeat(self._handle), addrs, lens))
         n = sum(1 for _ in done)
-        if n < len(addrs):
-            err = ctypes.get_errno()
-            if n == 0 and err not in (errno.ENOBUFS, errno.EAGAIN, errno.EINTR):
-                raise NetmapError(err or errno.EIO, f"pcap_inject on {self.ifname}: "
-                                  f"{self._geterr()}")
+        if n == 0 and addrs:
+            msg = self._geterr()  # libpcap's "send: <strerror(errno)>"
+            if not any(os.strerror(e) in msg for e in _RETRY):
+                raise NetmapError(errno.EIO, f"pcap_inject on {self.ifname}: {msg}")
         return n
 
     def dispatch(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -342,16 +395,7 @@ class Capture:
         k = self._dispatch(self._p, limit, self._handler, self._dumper)
         if k < 0:
             raise NetmapError(errno.EIO, f"pcap_dispatch on {self.ifname}: {self._geterr()}")
-        offs = [0] * k
-        caps = [0] * k
-        mv, caplen, h = self._mv, _CAPLEN.unpack_from, RECORD.size
-        at = 0
-        for i in range(k):  # the record walk: variable-sized records, one step each
-            c = caplen(mv, at + 8)[0]
-            offs[i] = at + h
-            caps[i] = c
-            at += h + c
-        return np.array(offs, np.int64), np.array(caps, np.int64)
+        return find_records(self.records, k, _libc.ftell(f))
 
     def stats(self) -> dict[str, int]:
         """libpcap's counters: packets received, dropped by the buffer, by the interface."""
