@@ -34,10 +34,9 @@ from collections.abc import Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import nic_bench as nb  # noqa: E402  (its netns import, Proc, counters and pkt-gen command)
+import nic_bench as nb  # noqa: E402  (Proc, counters, the pkt-gen command; puts tests/ on the path)
+import netns  # noqa: E402
 from _common import table, write_json  # noqa: E402
-
-netns = nb.netns
 SWITCHES = ("linux-bridge", "vale-xdp", "vale-packet")
 
 
