@@ -37,6 +37,7 @@ sys.path.insert(0, HERE)
 import nic_bench as nb  # noqa: E402  (Proc, counters, the pkt-gen command)
 from _common import table, write_json  # noqa: E402
 from nic_bench import netns  # noqa: E402  (tests/netns.py, imported the way nic_bench can)
+
 SWITCHES = ("linux-bridge", "vale-xdp", "vale-packet")
 
 
