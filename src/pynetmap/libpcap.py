@@ -271,10 +271,14 @@ def find_records(buf: np.ndarray, count: int, used: int) -> tuple[np.ndarray, np
             walked = min(walk, count - i)
             walk *= 2
             o, cl = [0] * walked, [0] * walked
-            for j in range(walked):
-                c = _CAPLEN.unpack_from(raw, at + 8)[0]
-                o[j], cl[j] = at + h, c
-                at += h + c
+            try:
+                for j in range(walked):
+                    c = _CAPLEN.unpack_from(raw, at + 8)[0]
+                    o[j], cl[j] = at + h, c
+                    at += h + c
+            except struct.error:  # raw is buf[:used]: a header past the end
+                raise NetmapError(errno.EIO, f"pcap record {i + j} at {at} runs past the "
+                                  f"{used} bytes written") from None
             offs[i:i + walked], caps[i:i + walked] = o, cl
             i += walked
     if at != used:
