@@ -36,6 +36,8 @@ _CONF_KEYS = ("tx_rings", "rx_rings", "host_tx_rings", "host_rx_rings", "tx_slot
 _OPEN_KEYS = ("rings", "slots", "host_rings", *_CONF_KEYS, "extra_bufs", "flags", "mem_id")
 #: the network interface type's own keywords (linux/nic.py), named in the error for typos
 _NIC_KEYS = ("engine", "xdp_mode")
+#: VALE: open a port named like an OS interface (what a switch agent attached)
+_VALE_KEYS = ("vale_attach",)
 
 
 def _conf(spec: PortSpec, kw: dict) -> dict:
@@ -71,7 +73,10 @@ def open(name: str, **conf: Any) -> Port:  # noqa: A001 - netmap's verb
     ``mem_id``.  Network interfaces (Linux) also take ``engine`` (``"auto"``,
     ``"xdp"``, ``"packet"``; default ``$PYNETMAP_ENGINE`` or auto) and
     ``xdp_mode`` (``"auto"``, ``"zerocopy"``, ``"copy"``); ``port.info()``
-    says what was obtained.  The port type is the first of
+    says what was obtained.  VALE ports take ``vale_attach=True`` to open a
+    port named like an OS interface (``vale0:eth0``, ``vale0:eth0^`` for its
+    host stack): what a switch agent of ``vale-ctl -a`` does; without it
+    netmap's rule holds and such a name is refused.  The port type is the first of
     :data:`pynetmap.adapters.ADAPTERS` that takes the name.  Raises
     :class:`PortNameError` (a ``ValueError``) for a bad name and
     :class:`NetmapError` (an ``OSError``) when netmap would fail.
@@ -79,11 +84,12 @@ def open(name: str, **conf: Any) -> Port:  # noqa: A001 - netmap's verb
     if not isinstance(name, str):
         raise TypeError(f"port name must be a str, not {type(name).__name__}")
     spec = parse(name)
-    unknown = sorted(k for k in conf if k not in _OPEN_KEYS and k not in _NIC_KEYS)
+    unknown = sorted(k for k in conf
+                     if k not in _OPEN_KEYS and k not in _NIC_KEYS and k not in _VALE_KEYS)
     if unknown:
         raise TypeError(f"open() got unexpected keyword arguments: {', '.join(unknown)}; "
                         f"it takes {', '.join(_OPEN_KEYS)} and, for network interfaces, "
-                        f"{', '.join(_NIC_KEYS)}")
+                        f"{', '.join(_NIC_KEYS)}; VALE ports {', '.join(_VALE_KEYS)}")
     kw = dict(conf)
     extra, flags, mem_id = _common(kw)
     c = _conf(spec, kw)

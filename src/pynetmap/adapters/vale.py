@@ -90,7 +90,8 @@ PE = 48  #: words per port entry
 P_ACTIVE, P_MEM, P_NTX, P_NRX, P_LAST = 0, 1, 2, 3, 4
 P_RXOFS = 8  #: NM_BDG_MAXRINGS RX ring offsets
 P_DROPS = P_RXOFS + NM_BDG_MAXRINGS  #: packets dropped per RX ring (its ring was full)
-_TABLE = _PORTS + NM_BDG_MAXPORTS * PE
+_ENTRIES = NM_BDG_MAXPORTS  #: port entries in the segment (the limit is checked apart)
+_TABLE = _PORTS + _ENTRIES * PE
 _WORDS = _TABLE + TABLE_SIZE
 
 
@@ -132,7 +133,7 @@ class _SwitchMap:
     def __init__(self, shm_name: str, lock_path: str) -> None:
         self.shm = osl.shm_attach(shm_name)
         self.words = np.ndarray(_WORDS, np.uint64, buffer=self.shm.buf)
-        self.ports = self.words[_PORTS:_TABLE].reshape(NM_BDG_MAXPORTS, PE)
+        self.ports = self.words[_PORTS:_TABLE].reshape(_ENTRIES, PE)
         self.table = self.words[_TABLE:]
         self.lock = osl.RangeLock(lock_path)
         self.users = 0
@@ -187,7 +188,7 @@ def _create_switch(state: State, sw: str) -> dict:
     del words
     osl.shm_close(shm)
     undo(lambda: osl.shm_unlink(name))
-    rec = {"shm": name, "perm": list(range(NM_BDG_MAXPORTS)), "active": 0}
+    rec = {"shm": name, "perm": list(range(_ENTRIES)), "active": 0}
     switches[sw] = rec
     return rec
 
@@ -219,7 +220,7 @@ def list_ports() -> list[ValePort]:
         for sw, rec in sorted(_switches(state).items()):
             shm, words = _words_of(rec)
             try:
-                ports = words[_PORTS:_TABLE].reshape(NM_BDG_MAXPORTS, PE)
+                ports = words[_PORTS:_TABLE].reshape(_ENTRIES, PE)
                 for key, prec in state["ports"].items():
                     if prec["kind"] != "vale" or prec["switch"] != sw:
                         continue
@@ -507,7 +508,7 @@ class ValeAdapter(Adapter):
             d, writes, new_last = route_flow(int.from_bytes(macs[6:], "little"),
                                              int.from_bytes(macs[:6], "little"),
                                              sw.table, me, last, self._hash)
-            plan = self._one_flow(d, kring.ringid, starts)
+            plan = self._one_flow(d, kring.ringid, starts, multi)
         else:
             h = np.zeros((len(starts), 16), np.uint8)
             h[:, :12] = hdr
@@ -530,14 +531,15 @@ class ValeAdapter(Adapter):
             if view is not None and len(first):
                 self._deliver(sw, p, r, view, src_data, first, nf)
 
-    def _one_flow(self, d: int, tx_ring: int, starts: np.ndarray) -> list:
+    def _one_flow(self, d: int, tx_ring: int, starts: np.ndarray,
+                  nf: np.ndarray | None) -> list:
         """The delivery plan of a one-flow batch going to ``d`` (a port, FLOOD or DROP)."""
         if d == DROP:
             return []
         if d == FLOOD:
-            return [(p, 0, starts, None) for p in self._nrx]
+            return [(p, 0, starts, nf) for p in self._nrx]
         nrx = self._nrx.get(d)
-        return [] if nrx is None else [(d, tx_ring % nrx, starts, None)]
+        return [] if nrx is None else [(d, tx_ring % nrx, starts, nf)]
 
     def _deliver(self, sw: _SwitchMap, p: int, r: int, view: tuple[R.Region, list[Ring]],
                  src: _Source, first: np.ndarray, nf: np.ndarray | None) -> None:
@@ -570,7 +572,7 @@ class ValeAdapter(Adapter):
                                                             dring.buf_size), n)
                 if nf is None:
                     for s in spans(hwtail, end, n):
-                        dring.slot_flags[s] = 0
+                        dring.slot_flags[s] = 1 << 8  # one fragment (NS_RFRAGS)
                 else:
                     # netmap: every fragment carries the count, all but the last NS_MOREFRAG
                     count = np.repeat(nf[:k], nf[:k]).astype(np.uint16) << 8
