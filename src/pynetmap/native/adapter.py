@@ -37,7 +37,7 @@ from ..constants import NR_RX, NR_TX
 from ..errors import NetmapError
 from ..kring import KRING_SIZE, KRing
 from ..names import PortSpec
-from ..port import Port
+from ..port import POLLIN, POLLOUT, Port
 from ..ring import Ring
 from . import abi
 
@@ -166,7 +166,7 @@ class NativeAdapter(Adapter):
         return self.fd
 
     def wait(self, timeout_s: float, want_tx: bool) -> None:
-        events = select.POLLIN | (select.POLLOUT if want_tx else 0)
+        events = POLLIN | (POLLOUT if want_tx else 0)
         self.dev.poll(self.fd, events, max(0.0, timeout_s) * 1000)
 
     def info(self) -> PortInfo:
