@@ -123,6 +123,7 @@ class FakeKernel(Device):
         self.closed: list[int] = []
         self.polls: list[int] = []
         self.mem = bytearray()
+        self.wire = 0  # frames the TX rings handed over
 
     def open(self, path: str) -> int:
         assert path == DEVICE
@@ -216,6 +217,7 @@ class FakeKernel(Device):
                     rx["slots"]["len"][t] = tx["slots"]["len"][s]
                 rx["hwtail"] = (rx["hwtail"] + count) % n
             tx["hwcur"] = (tx["hwcur"] + count) % n
+            self.wire += count
             tx["hdr"]["tail"] = tx["hwtail"] = (tx["hwcur"] - 1) % n
 
     def _rxsync(self) -> None:
@@ -330,3 +332,37 @@ def test_takes_interfaces_only_where_the_device_exists(monkeypatch: pytest.Monke
     assert not NativeAdapter.takes(parse("vale0:a"))
     monkeypatch.setattr("pynetmap.native.adapter.available", lambda: False)
     assert not NativeAdapter.takes(parse("netmap:em0"))
+
+
+def test_pkt_gen_runs_on_a_native_port(monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture) -> None:
+    """pkt-gen, unchanged, through open() -> the kernel (the core hook is emulated here)."""
+    from pynetmap import adapters, register
+    from pynetmap.apps import pktgen
+
+    kernel = FakeKernel({"em0": 1}, slots=256)
+
+    class Fake(NativeAdapter):
+        @classmethod
+        def takes(cls, spec: object) -> bool:
+            return True
+
+        @classmethod
+        def open_kernel(cls, spec, conf, extra_bufs, flags, kw, device=None):  # type: ignore
+            return super().open_kernel(spec, conf, extra_bufs, flags, kw, device=kernel)
+
+    core_open = register.open_port
+
+    def open_port(cls, spec, conf, extra_bufs, flags, kw):  # type: ignore[no-untyped-def]
+        if getattr(cls, "kernel_register", False):  # the hook the core needs
+            return cls.open_kernel(spec, conf, extra_bufs, flags, kw)
+        return core_open(cls, spec, conf, extra_bufs, flags, kw)
+
+    entry = f"{__name__}:Fake"
+    monkeypatch.setattr(adapters, "ADAPTERS", [entry, *adapters.ADAPTERS])
+    monkeypatch.setitem(adapters._loaded, entry, Fake)
+    monkeypatch.setattr(register, "open_port", open_port)
+    rc = pktgen.main(["-f", "tx", "-i", "netmap:em0/T", "-n", "3000", "-l", "60", "-w", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "Sent 3000 packets" in out, out
+    assert kernel.wire == 3000
