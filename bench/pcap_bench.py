@@ -124,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="peers to leave out (pcap, packet, scapy), or tx, rx")
     ap.add_argument("--cpu", type=int, default=1 if (os.cpu_count() or 1) > 1 else 0,
                     help="core of every sender (default 1)")
-    ap.add_argument("--rx-rate", type=int, default=200_000, help="offered pps (default 2e5)")
+    ap.add_argument("--rx-rate", type=int, default=200_000,
+                    help="offered pps (default 2e5; 0: as fast as the sender goes)")
     ap.add_argument("--rx-count", type=int, default=None,
-                    help="frames offered (default rate x --seconds)")
+                    help="frames offered (default rate, or 1e6, x --seconds)")
     ap.add_argument("--scapy-count", type=int, default=20000, help="frames scapy sendp sends")
     ap.add_argument("--scapy-rx-rate", type=int, default=5000,
                     help="pps offered to scapy sniff (default 5000)")
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rx-warmup", type=float, default=6.0,
                     help="s a receiver may take to open before the load starts")
     a = ap.parse_args(argv)
-    a.rx_count = a.rx_count or int(a.rx_rate * a.seconds)
+    a.rx_count = a.rx_count or int((a.rx_rate or 1_000_000) * a.seconds)
     a.rx_sender = "pktgen"
     a.rx_limit = max(30.0, 10 * a.seconds)
     skip = {s.strip() for x in a.skip for s in x.split(",") if s.strip()}

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_nic import TIMEOUT, _open_error, _pktgen, _send_all  # the NIC tests' helpers
 
 import pynetmap
 from pynetmap import libpcap
@@ -35,7 +36,6 @@ except NetmapError as e:
     pytest.skip(f"libpcap is not installed here ({e})", allow_module_level=True)
 
 K = 400
-TIMEOUT = 5.0
 PCAP = {"PYNETMAP_ENGINE": "pcap"}
 
 
@@ -47,7 +47,7 @@ def _records(lens: list[int]) -> tuple[np.ndarray, int, list[int]]:
     buf = np.zeros(used + 2048, np.uint8)
     at, offs = 0, []
     for i, n in enumerate(lens):
-        libpcap.RECORD.pack_into(buf, at, i, 0, n, n)
+        libpcap.RECORD.pack_into(buf.data, at, i, 0, n, n)
         buf[at + 16:at + 16 + n] = i % 251  # data that is not a header
         offs.append(at + 16)
         at += 16 + n
@@ -98,25 +98,6 @@ def test_version() -> None:
 
 
 # -- on a veth pair -----------------------------------------------------------------------
-
-def _send_all(port: pynetmap.Port, frames: list[bytes]) -> int:
-    """Put ``frames`` on TX ring 0, a batch at a time, until all are sent (bounded)."""
-    r = port.tx_rings[0]
-    sent = 0
-    deadline = time.monotonic() + TIMEOUT
-    while sent < len(frames) and time.monotonic() < deadline:
-        port.poll(pynetmap.POLLOUT, 200)
-        while sent < len(frames) and r.space():
-            i, f = r.cur, frames[sent]
-            r.buf(i)[:len(f)] = f
-            r.slots["len"][i] = len(f)
-            r.head = r.cur = r.next(i)
-            sent += 1
-    port.txsync()
-    while r.tx_pending() and time.monotonic() < deadline:
-        port.poll(pynetmap.POLLOUT, 100)
-    return sent
-
 
 def test_tx_exact_count_at_the_peer(veth: netns.VethPair) -> None:
     frames = netns.make_frames(K, veth.mac_b, veth.mac_a, seed=11)
@@ -180,32 +161,17 @@ def test_rx_exact_frames_and_not_our_own(veth: netns.VethPair) -> None:
     assert stats["drops"] == 0
 
 
-def _pktgen(ns: str, *args: str, engine: str = "pcap") -> subprocess.Popen:
-    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
-                             "pynetmap.apps.pktgen", "-w", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYNETMAP_ENGINE": engine})
-
-
-def _finish(*procs: subprocess.Popen, timeout: float = 60) -> list[tuple[str, str]]:
-    out = []
-    try:
-        for p in procs:
-            out.append(p.communicate(timeout=timeout))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return out
-
-
 def test_pktgen_tx_exact_count_at_the_peer(veth: netns.VethPair) -> None:
     n = 20000
     before = veth.link_stats("b")
     tx = _pktgen(veth.ns_a, "-f", "tx", "-i", f"netmap:{veth.if_a}", "-n", str(n),
-                 "-D", "02:00:00:00:00:09")
-    ((out, err),) = _finish(tx)
+                 "-D", "02:00:00:00:00:09", env=PCAP)
+    try:
+        out, err = tx.communicate(timeout=60)
+    finally:
+        if tx.poll() is None:
+            tx.kill()
+            tx.wait()
     after = veth.link_stats("b")
     assert tx.returncode == 0, err
     assert re.search(rf"Sent {n} packets", out), out
@@ -216,12 +182,12 @@ def test_pktgen_rxseq_of_a_paced_stream(veth: netns.VethPair) -> None:
     """B sends a sequence at 20 kpps (AF_PACKET); pkt-gen rxseq on pcap gets all, in order."""
     n = 20000
     rx = _pktgen(veth.ns_a, "-f", "rxseq", "-i", f"netmap:{veth.if_a}", "-n", str(n),
-                 "-T", "100")
+                 "-T", "100", env=PCAP)
     procs = [rx]
     try:
         time.sleep(1.5)  # the receiver's port is open before the first frame
         tx = _pktgen(veth.ns_b, "-f", "txseq", "-i", f"netmap:{veth.if_b}", "-R", "20000",
-                     engine="packet")  # txseq ignores -n, as netmap's: SIGINT below
+                     env={"PYNETMAP_ENGINE": "packet"})  # txseq ignores -n: SIGINT below
         procs.append(tx)
         rx_out, rx_err = rx.communicate(timeout=60)
         tx.send_signal(signal.SIGINT)
@@ -282,17 +248,6 @@ def test_bridge_between_two_interfaces(veth: netns.VethPair) -> None:
         text = log.read()
     assert "Ready to go" in text, text
     assert got == frames, text
-
-
-def _open_error(ns: str, name: str, **kw: str) -> str:
-    def body() -> str:
-        try:
-            pynetmap.open(name, **kw).close()
-        except (NetmapError, ValueError) as e:
-            return f"{type(e).__name__}: {e}"
-        return "opened"
-
-    return netns.call(ns, body, timeout=15)
 
 
 def test_host_rings_are_refused_in_one_line(veth: netns.VethPair) -> None:
