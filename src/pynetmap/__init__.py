@@ -97,8 +97,8 @@ def open(name: str, **conf: Any) -> Port:  # noqa: A001 - netmap's verb
         raise ValueError(f"mem_id={mem_id} conflicts with @{spec.mem_id} in {name!r}")
     c["mem_id"] = mem_id or spec.mem_id or _shared_mem_id(spec)
     flags |= spec.flags
-    if flags & (NR_MONITOR_TX | NR_MONITOR_RX | NR_ZCOPY_MON):
-        raise NetmapError(errno.EOPNOTSUPP, f"{name}: monitor ports are not implemented yet")
+    if (flags & ~spec.flags) & (NR_MONITOR_TX | NR_MONITOR_RX | NR_ZCOPY_MON):
+        raise ValueError(f"{name}: ask for a monitor in the name (/r, /t, /rt, /z), not flags=")
     from .adapters import adapter_for
     from .register import open_port
 

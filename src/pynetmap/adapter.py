@@ -16,6 +16,7 @@ class-level (control)  run under the registry lock, on the shared port *record*
 ``options``            the ``@option``\\ s it implements; others are refused
 ``prepare(spec, kw)``  checks and choices that need no lock (before it); a
                        ``"spec"`` in its answer renames the port being opened
+``record_key(spec)``   the registry key and endpoint a name maps to
 ``get(state, ...)``    netmap's ``netmap_get_na``: find or create the port record
                        (and its region); returns a :class:`Found`
 ``krings_get(...)``    make the bound rings exist (pipes made them all already);
@@ -110,6 +111,12 @@ class Adapter:
             raise TypeError(f"open() got unexpected keyword arguments for a {cls.kind} port: "
                             f"{', '.join(sorted(kw))}")
         return {}
+
+    @classmethod
+    def record_key(cls, spec: PortSpec, pre: dict) -> tuple[str, str]:
+        """(registry key, endpoint) of the port ``spec`` names (a monitor finds its parent so)."""
+        raise NetmapError(errno.EOPNOTSUPP, f"{spec.spec}: {cls.kind} ports cannot be found "
+                          "by name")
 
     @classmethod
     def get(cls, state: State, spec: PortSpec, conf: dict, pre: dict) -> Found:

@@ -51,6 +51,9 @@ HOLDERS = 8  # opens bound to this ring now (changed under the registry lock)
 EVER = 9  # 1 once an open was bound to it (a peer that never came is not gone)
 HOLDER_PID = 10  # one live holder, for a lock-free liveness check
 HOLDER_TOKEN = 11  # and its identity token (two words)
+MON_COUNT = 13  # monitors watching this ring now (changed under the registry lock)
+MON_GEN = 14  # changes whenever a monitor of this ring comes or goes
+MON_TAIL = 15  # RX: the hwtail up to which monitors were given the arrivals
 KRING_SIZE = 64
 
 #: ``sync(kring, head)``: the adapter's txsync or rxsync
@@ -80,7 +83,8 @@ class KRing:
     """The kernel side of one ring: named fields over the shared kring words."""
 
     __slots__ = ("w", "hdr", "hdr64", "ring", "num_slots", "dir", "ringid", "nbufs",
-                 "buf_size", "sync", "notify", "seen_kicks", "on_kicks", "peer")
+                 "buf_size", "sync", "notify", "seen_kicks", "on_kicks", "peer", "owner",
+                 "mon_gen", "watchers")
 
     def __init__(self, ring: Ring, words: memoryview, hdr: memoryview, hdr64: memoryview,
                  nbufs: int) -> None:
@@ -103,6 +107,10 @@ class KRing:
         self.on_kicks: Callable[[int], None] = _ignore
         #: the kring this one exchanges slots with, for adapters that pair rings (pipes)
         self.peer: KRing | None = None
+        #: (registry key, endpoint) of the port this ring belongs to: what monitors name
+        self.owner: tuple[str, str] | None = None
+        self.mon_gen = -1  # the MON_GEN that ``watchers`` was built for
+        self.watchers: list = []  # this process's view of the monitors (adapters.monitor)
 
     # -- netmap's fields ---------------------------------------------------------------
     @property
@@ -145,7 +153,10 @@ class KRing:
         w[RHEAD] = head
         w[RCUR] = cur
         try:
-            self.sync(self, head)
+            if w[MON_COUNT]:
+                self._watched(head)
+            else:
+                self.sync(self, head)
         except SlotError as e:
             return self.reinit(str(e))
         h[L.RW_TAIL] = w[RTAIL] = w[HWTAIL]
@@ -166,7 +177,10 @@ class KRing:
             why = self.reinit(f"head {head} cur {cur}")
             head = w[HWCUR]
         try:
-            self.sync(self, head)
+            if w[MON_COUNT]:
+                self._watched(head)
+            else:
+                self.sync(self, head)
         except SlotError as e:
             why = self.reinit(str(e))
         h[L.RW_TAIL] = w[RTAIL] = w[HWTAIL]
@@ -176,6 +190,25 @@ class KRing:
         if w[KICKS] != self.seen_kicks:
             self._consume_kicks()
         return why
+
+    def _watched(self, head: int) -> None:
+        """The adapter's sync with this ring's monitors fed around it (spec §4.3).
+
+        Only rings that someone monitors come here (one word read decides),
+        so unwatched rings pay nothing more.
+        """
+        from .adapters import monitor
+
+        hwcur, hwtail = self.w[HWCUR], self.w[HWTAIL]
+        monitor.before_sync(self, head)
+        self.sync(self, head)
+        monitor.after_sync(self, hwcur, hwtail)
+
+    def drop_watchers(self) -> None:
+        """Unmap the monitors this process fed from this ring (its port closes)."""
+        for wt in self.watchers:
+            wt.close()
+        self.watchers = []
 
     def _consume_kicks(self) -> None:
         k = self.w[KICKS]

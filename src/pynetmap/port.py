@@ -9,6 +9,7 @@ netmap's kernel for its port type; see :mod:`pynetmap.adapter`.
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import select
 import time
@@ -188,7 +189,8 @@ class Port:
 
         Returns the revents bitmask: POLLIN when an RX ring has ``cur != tail``,
         POLLOUT when a TX ring has ``cur != tail``, POLLERR when a ring had
-        to be reset, POLLHUP when the peer of a pipe is gone.  TX rings are
+        to be reset or a sync failed with EIO (a monitor whose port left),
+        POLLHUP when the peer of a pipe or a monitor's port is gone.  TX rings are
         flushed on every call unless the port was opened with NR_NO_TX_POLL.
         """
         want_tx = bool(events & (POLLOUT | POLLWRNORM))
@@ -201,21 +203,27 @@ class Port:
         try:
             while True:
                 revents = 0
-                if want_tx or not self.flags & NR_NO_TX_POLL:
-                    if self._txsync():
-                        revents |= POLLERR
-                    if want_tx:
-                        for k in self._tx_k:
+                try:
+                    if want_tx or not self.flags & NR_NO_TX_POLL:
+                        if self._txsync():
+                            revents |= POLLERR
+                        if want_tx:
+                            for k in self._tx_k:
+                                if k.pending():
+                                    revents |= POLLOUT
+                                    break
+                    if want_rx:
+                        if self._rxsync():
+                            revents |= POLLERR
+                        for k in self._rx_k:
                             if k.pending():
-                                revents |= POLLOUT
+                                revents |= POLLIN
                                 break
-                if want_rx:
-                    if self._rxsync():
-                        revents |= POLLERR
-                    for k in self._rx_k:
-                        if k.pending():
-                            revents |= POLLIN
-                            break
+                except NetmapError as e:
+                    if e.errno != errno.EIO:
+                        raise
+                    revents |= POLLERR  # a sync that cannot go on (a monitor's port left)
+                    self._next_hup_check = 0.0
                 now = time.monotonic()
                 if now >= self._next_hup_check:
                     self._next_hup_check = now + MAX_SLEEP
@@ -319,6 +327,7 @@ class Port:
         finally:
             self._waiter.close()
             for r in self.tx_rings + self.rx_rings:
+                r.kring.drop_watchers()
                 r.release_views()
             self.nifp = None
             self._if.release()

@@ -116,6 +116,8 @@ def open_port(cls: type[Adapter], spec: PortSpec, conf: dict, extra_bufs: int, f
         tx_rings = [Ring(region, mine["tx"][i], NR_TX, i) for i in tx]
         rx_rings = [Ring(region, mine["rx"][i], NR_RX, i) for i in rx]
         adapter = cls(spec, found, region, pre)
+        for r in tx_rings + rx_rings:
+            r.kring.owner = (found.key, ep)
         try:
             adapter.register(state, tx_rings, rx_rings)
             o = {"pid": os.getpid(), "token": osl.process_token(), "if": nifp, "flags": flags,

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..names import PortSpec
 
 ADAPTERS: list[str] = [
+    "pynetmap.adapters.monitor:MonitorAdapter",  # PORT/r, /t, /rt, /z (before the others)
     "pynetmap.adapters.pipe:PipeAdapter",  # netmap:X{N, netmap:X}N
     "pynetmap.adapters.null:NullAdapter",  # open_null() only: takes no name
     "pynetmap.adapters.vale:ValeAdapter",  # valeX:Y

@@ -138,6 +138,11 @@ class PipeAdapter(Adapter):
         return spec.is_pipe()
 
     @classmethod
+    def record_key(cls, spec: PortSpec, pre: dict) -> tuple[str, str]:
+        assert spec.pipe_role is not None
+        return _key(spec), spec.pipe_role
+
+    @classmethod
     def get(cls, state: State, spec: PortSpec, conf: dict, pre: dict) -> Found:
         """The pair (created on first open of either end) and this name's end."""
         mem_id = spec.mem_id or conf.get("mem_id", 0)
@@ -147,8 +152,8 @@ class PipeAdapter(Adapter):
         elif mem_id not in (0, record["mem_id"]):
             raise NetmapError(errno.EINVAL, f"{spec.spec}: the pipe lives in memory region "
                               f"{record['mem_id']}")
-        assert spec.pipe_role is not None
-        return Found(_key(spec), record, spec.pipe_role, R.attach(state, record["mem_id"]))
+        key, ep = cls.record_key(spec, pre)
+        return Found(key, record, ep, R.attach(state, record["mem_id"]))
 
     @classmethod
     def release(cls, state: State, record: dict, o: dict, region: R.Region) -> None:

@@ -269,6 +269,10 @@ class ValeAdapter(Adapter):
         return pre
 
     @classmethod
+    def record_key(cls, spec: PortSpec, pre: dict) -> tuple[str, str]:
+        return pre["key"], "port"
+
+    @classmethod
     def get(cls, state: State, spec: PortSpec, conf: dict, pre: dict) -> Found:
         key, sw = pre["key"], pre["switch"]
         mem_id = spec.mem_id or conf.get("mem_id", 0)

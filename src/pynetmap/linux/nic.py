@@ -250,10 +250,14 @@ class NicAdapter(Adapter):
                 "netns": _netns(), **facts}
 
     @classmethod
+    def record_key(cls, spec: PortSpec, pre: dict) -> tuple[str, str]:
+        return f"nic:{pre['netns']}:{spec.port}", "nic"
+
+    @classmethod
     def get(cls, state: State, spec: PortSpec, conf: dict, pre: dict) -> Found:
         """The interface's record and region (one per interface and namespace)."""
         ifname, engine, nq = spec.port, pre["engine"], pre["nq"]
-        key = f"nic:{pre['netns']}:{ifname}"
+        key, _ = cls.record_key(spec, pre)
         record = state["ports"].get(key)
         if record is None:
             region = _region_for(state, key, nq, pre["slots"],
