@@ -76,9 +76,9 @@ H = _table()
 def sym_hash(sip: np.ndarray | int, dip: np.ndarray | int, sport: np.ndarray | int,
              dport: np.ndarray | int) -> np.ndarray:
     """netmap's ``sym_hash_fn`` for arrays: addresses as u32 values, ports mod 2^16."""
-    x = (np.asarray(sip, np.uint32) ^ np.asarray(dip, np.uint32))
-    x = (x >> 16) ^ (x & 0xFFFF) ^ (np.asarray(sport, np.uint32) & 0xFFFF)
-    return H[x ^ (np.asarray(dport, np.uint32) & 0xFFFF)]
+    x = np.asarray(sip, np.uint32) ^ np.asarray(dip, np.uint32)
+    fold = (x >> 16) ^ (x & 0xFFFF) ^ (np.asarray(sport, np.uint32) & 0xFFFF)
+    return H[fold ^ (np.asarray(dport, np.uint32) & 0xFFFF)]
 
 
 class _Batch:

@@ -300,7 +300,7 @@ class LoadBalancer:
                 self._tick(stats)
                 next_tick = max(next_tick + 1.0, now + 0.5)
             if moved or cfg.busy_wait:
-                self._sync_all()  # busy: no sleeping, one sync per port
+                self.sync()  # busy: no sleeping, one sync per port
             else:
                 ports: list[Port] = [inp]
                 events = [POLLIN]
@@ -315,14 +315,20 @@ class LoadBalancer:
                 if deadline is not None:
                     timeout = min(timeout, deadline - now)
                 wait_any(ports, events, max(0.0, timeout) * 1000, extra_fds=stop_fd)
-            lb.chain()
-            lb.drain()
-            moved = 0
-            for rx in inp.rx_rings:
-                moved += lb.receive(rx, cfg.batch)
-        self._sync_all()  # hand the last round over before the ports close
+            moved = self.step()
+        self.sync()  # hand the last round over before the ports close
 
-    def _sync_all(self) -> None:
+    def step(self) -> int:
+        """One round after a sync, in netmap's order: chained releases, overflow queues,
+        then new input (one batch per input ring); returns the input slots moved."""
+        assert self.inp is not None and self.lb is not None
+        lb = self.lb
+        lb.chain()
+        lb.drain()
+        return sum(lb.receive(rx, self.cfg.batch) for rx in self.inp.rx_rings)
+
+    def sync(self) -> None:
+        """txsync every output pipe, rxsync the input."""
         assert self.inp is not None
         for port in self.ports:
             self._sync(port.txsync)
