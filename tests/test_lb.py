@@ -23,7 +23,7 @@ import pytest
 
 import pynetmap
 from pynetmap.apps.lb import hash as H
-from pynetmap.apps.lb.main import Config, LoadBalancer, Stats, main, parse, pipe_names
+from pynetmap.apps.lb.main import LoadBalancer, Stats, main, parse, pipe_names
 from pynetmap.apps.pktgen.options import UsageError
 from pynetmap.constants import NS_MOREFRAG
 
