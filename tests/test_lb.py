@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import netns
 import numpy as np
 import pytest
 
@@ -465,16 +466,16 @@ print(n)
 """
 
 
-def _wait_for(path_or_proc: subprocess.Popen, text: str, timeout: float = 20) -> None:
+def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 20) -> None:
     end = time.monotonic() + timeout
-    assert path_or_proc.stdout is not None
+    assert proc.stdout is not None
     while time.monotonic() < end:
-        line = path_or_proc.stdout.readline()
+        line = proc.stdout.readline()
         if text in line:
             return
-        if not line and path_or_proc.poll() is not None:
+        if not line and proc.poll() is not None:
             break
-    raise AssertionError(f"no {text!r} from {path_or_proc.args}")
+    raise AssertionError(f"no {text!r} from {proc.args!r}")
 
 
 def test_processes_pktgen_to_lb_to_workers() -> None:
@@ -517,10 +518,8 @@ def test_processes_pktgen_to_lb_to_workers() -> None:
     assert last[2]["free_buffer_slots"] == 8192
 
 
-def test_lb_on_a_veth_interface(veth) -> None:  # type: ignore[no-untyped-def]
+def test_lb_on_a_veth_interface(veth: netns.VethPair) -> None:
     """lb's input is a NIC (veth, in a namespace of this test); frames arrive whole."""
-    import netns
-
     frames = [eth(ip4("10.0.0.1", f"10.1.0.{i % 50}", 17, ports(1000 + i, 53, 30)),
                   dst=veth.mac_a, src=veth.mac_b) for i in range(200)]
 
