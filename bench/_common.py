@@ -6,8 +6,44 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import re
+import signal
 import socket
+import subprocess
+import sys
 import time
+
+#: pkt-gen's final lines, as a script written for netmap's pkt-gen parses them
+RX_SUMMARY = re.compile(r"^Received (\d+) packets (\d+) bytes \d+ events \d+ bytes each in "
+                        r"(\d+\.\d+) seconds\.$", re.M)
+TX_SUMMARY = re.compile(r"^Sent (\d+) packets (\d+) bytes \d+ events \d+ bytes each in "
+                        r"(\d+\.\d+) seconds\.$", re.M)
+
+
+def pktgen(*args: str) -> subprocess.Popen:
+    """Start our pkt-gen (``-w 0``); its stdout is what :func:`stop` returns."""
+    return subprocess.Popen([sys.executable, "-m", "pynetmap.apps.pktgen", "-w", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def stop(p: subprocess.Popen) -> str:
+    """Ctrl-C a pkt-gen (it prints its summary) and return its output."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+    try:
+        out, _ = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+    return out
+
+
+def mpps(summary: re.Pattern, out: str) -> float:
+    """Packets per second (millions) from a pkt-gen summary line."""
+    m = summary.search(out)
+    if not m:
+        raise RuntimeError(f"no pkt-gen summary in {out!r}")
+    return int(m.group(1)) / float(m.group(3)) / 1e6
 
 
 def machine() -> dict:

@@ -19,35 +19,14 @@ import argparse
 import contextlib
 import io
 import os
-import re
-import signal
-import subprocess
 import sys
 import time
 import uuid
 
 import numpy as np
-from _common import run_udp, table, write_json
+from _common import RX_SUMMARY, mpps, pktgen, run_udp, stop, table, write_json
 
-SUMMARY = re.compile(r"^Received (\d+) packets (\d+) bytes \d+ events \d+ bytes each in "
-                     r"(\d+\.\d+) seconds\.$", re.M)
 SLOTS = 4096  # ring size for every row, so bursts up to 2048 fit twice
-
-
-def pktgen(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pynetmap.apps.pktgen", "-w", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-
-def stop(p: subprocess.Popen) -> str:
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-    try:
-        out, _ = p.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-    return out
 
 
 def run_tx_rx(size: int, burst: int, seconds: float) -> float:
@@ -62,10 +41,7 @@ def run_tx_rx(size: int, burst: int, seconds: float) -> float:
     finally:
         stop(tx)
         rx.kill()
-    m = SUMMARY.search(out)
-    if not m:
-        raise RuntimeError(f"no summary from pkt-gen rx: {out!r}")
-    return int(m.group(1)) / float(m.group(3)) / 1e6
+    return mpps(RX_SUMMARY, out)
 
 
 def run_ping(probes: int, busy: bool) -> dict:

@@ -23,42 +23,11 @@ Prints a table, writes ``bench/results/vale.json``.
 from __future__ import annotations
 
 import argparse
-import re
-import signal
-import subprocess
 import sys
 import time
 import uuid
 
-from _common import run_udp, table, write_json
-
-RX = re.compile(r"^Received (\d+) packets \d+ bytes \d+ events \d+ bytes each in "
-                r"(\d+\.\d+) seconds\.$", re.M)
-TX = re.compile(r"^Sent (\d+) packets \d+ bytes \d+ events \d+ bytes each in "
-                r"(\d+\.\d+) seconds\.$", re.M)
-
-
-def pktgen(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pynetmap.apps.pktgen", "-w", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-
-def stop(p: subprocess.Popen) -> str:
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-    try:
-        out, _ = p.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-    return out
-
-
-def rate(pattern: re.Pattern, out: str) -> float:
-    m = pattern.search(out)
-    if not m:
-        raise RuntimeError(f"no pkt-gen summary in {out!r}")
-    return int(m.group(1)) / float(m.group(2)) / 1e6
+from _common import RX_SUMMARY, TX_SUMMARY, mpps, pktgen, run_udp, stop, table, write_json
 
 
 def run(rx_names: list[str], tx_names: list[str], size: int, seconds: float) -> dict:
@@ -75,7 +44,8 @@ def run(rx_names: list[str], tx_names: list[str], size: int, seconds: float) -> 
         for p in rxs + txs:
             if p.poll() is None:
                 p.kill()
-    return {"rx_mpps": [rate(RX, o) for o in rx_out], "tx_mpps": [rate(TX, o) for o in tx_out]}
+    return {"rx_mpps": [mpps(RX_SUMMARY, o) for o in rx_out],
+            "tx_mpps": [mpps(TX_SUMMARY, o) for o in tx_out]}
 
 
 def main(argv: list[str] | None = None) -> int:
