@@ -48,7 +48,7 @@ SO_RCVBUFFORCE = 33
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF = 12, 13, 21, 39
 _STALE = re.compile(r"^pnm-(\d+)-\d+-[ab]$")
 _counter = itertools.count()
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None  # conftest on Windows
 
 
 # -- privileges --------------------------------------------------------------------------

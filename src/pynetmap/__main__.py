@@ -2,6 +2,8 @@
 
     pynetmap pkt-gen ARGS     netmap's traffic generator (also the ``pkt-gen`` command)
     pynetmap bridge ARGS      netmap's bridge between two ports (also the ``bridge`` command)
+    pynetmap vale-ctl ARGS    netmap's switch control (also the ``vale-ctl`` command)
+    pynetmap interfaces       the interfaces, with their netmap names (Windows: names/GUIDs)
     pynetmap list             regions and ports of this user
     pynetmap clean            release what dead processes left behind
 """
@@ -49,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         from .apps.bridge import main as bridge
 
         return bridge(rest)
+    if tool == "interfaces":
+        from .windows.interfaces import main as interfaces
+
+        return interfaces(rest)
+    if tool == "vale-ctl":
+        from .apps.valectl import main as valectl
+
+        return valectl(rest)
     if tool in ("list", "clean"):
         from .errors import NetmapError
 

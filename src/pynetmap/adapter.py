@@ -95,6 +95,9 @@ class Adapter:
     doorbell: ClassVar[bool] = True
     #: True: a kernel runs the ring protocol (``kernel_txsync``/``kernel_rxsync``)
     kernel_sync: ClassVar[bool] = False
+    #: True: the kernel also registers the port (native netmap): ``open_kernel`` does
+    #: the whole open instead of :func:`pynetmap.register.open_port`
+    kernel_register: ClassVar[bool] = False
     #: seconds a wait for TX room may last before syncing again (ports whose
     #: completions wake nobody); None: the peer's doorbell wakes us
     tx_resync_s: ClassVar[float | None] = None

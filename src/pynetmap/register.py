@@ -94,6 +94,8 @@ def check_exclusive(cls: type[Adapter], spec: PortSpec, record: dict, ep: str, n
 def open_port(cls: type[Adapter], spec: PortSpec, conf: dict, extra_bufs: int, flags: int,
               kw: dict) -> Port:
     """Register ``spec`` with port type ``cls``: one transaction, one rollback."""
+    if cls.kernel_register:  # native netmap: the kernel keeps the registry
+        return cls.open_kernel(spec, conf, extra_bufs, flags, kw)  # type: ignore[attr-defined]
     for opt in spec.options:
         if opt not in cls.options:
             raise NetmapError(errno.EOPNOTSUPP, f"{spec.spec}: option @{opt} is not "

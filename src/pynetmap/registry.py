@@ -134,6 +134,10 @@ def collect(state: State) -> None:
     for name in list(state["parents"]):
         if name not in parents:
             del state["parents"][name]
+    switches = {r.get("switch") for r in state["ports"].values() if r["kind"] == "vale"}
+    for name in list(state.get("switches", {})):
+        if name not in switches:  # its ports went without their release (a wiped registry)
+            osl.shm_unlink(state["switches"].pop(name)["shm"])
     used = {str(r["mem_id"]) for r in state["ports"].values()}
     for mid in list(state["regions"]):
         if mid not in used:

@@ -23,7 +23,8 @@ ADAPTERS: list[str] = [
     "pynetmap.adapters.pipe:PipeAdapter",  # netmap:X{N, netmap:X}N
     "pynetmap.adapters.null:NullAdapter",  # open_null() only: takes no name
     "pynetmap.adapters.vale:ValeAdapter",  # valeX:Y
-    "pynetmap.linux.nic:NicAdapter",  # netmap:IFNAME (Linux)
+    "pynetmap.native.adapter:NativeAdapter",  # netmap:IFNAME where /dev/netmap exists
+    "pynetmap.linux.nic:NicAdapter",  # netmap:IFNAME (Linux; libpcap elsewhere)
 ]
 
 _loaded: dict[str, type[Adapter]] = {}

@@ -105,13 +105,16 @@ def _switch_of(spec: PortSpec) -> tuple[str, str]:
 
 
 def _is_os_interface(name: str) -> bool:
-    """Is ``name`` an interface of the OS (netmap refuses to REGISTER ``valeX:eth0``)."""
-    if os.path.isdir("/sys/class/net"):
-        return os.path.exists(f"/sys/class/net/{name}")
+    """Is ``name`` an interface of the OS (netmap refuses to REGISTER ``valeX:eth0``)?
+
+    Asked through a socket, so it is the calling thread's network namespace
+    that answers (``/sys/class/net`` shows the namespace /sys was mounted in).
+    """
     try:
-        return name in {n for _, n in socket.if_nameindex()}
+        socket.if_nametoindex(name)
     except OSError:
         return False
+    return True
 
 
 def _geometry(conf: dict) -> tuple[int, int, int, int]:
