@@ -479,16 +479,17 @@ class ValeAdapter(Adapter):
         assert sw is not None
         ring = kring.ring
         n = kring.num_slots
-        fl = gather(ring.slot_flags, hwcur, head, n)
+        sl = gather(ring.slots, hwcur, head, n)  # one copy of the batch's slots
+        fl = sl["flags"]
         seen = int(np.bitwise_or.reduce(fl))
         if seen & NS_BUF_CHANGED:
             clear_buf_changed(ring.slot_flags, hwcur, head, n)
-        bi = gather(ring.slot_buf_idx, hwcur, head, n).astype(np.intp)
-        ln = gather(ring.slot_len, hwcur, head, n)
+        bi = sl["buf_idx"].astype(np.intp)
+        ln = sl["len"]
         indirect = None
         if seen & NS_INDIRECT:
             indirect = (fl & NS_INDIRECT) != 0
-            ptr = gather(ring.slots["ptr"], hwcur, head, n)
+            ptr = sl["ptr"]
             if bool((ptr[indirect] == 0).any()):
                 raise SlotError(f"slots {hwcur}..{head}: an NS_INDIRECT slot has no address")
             direct = ~indirect
@@ -606,7 +607,7 @@ class _Source:
 
     def headers(self, starts: np.ndarray) -> np.ndarray:
         """The first 12 bytes (the MACs) of each packet, one row each."""
-        h = self.src.bufs[self.bi[starts], :12]
+        h = self.src.rows(12)[self.bi[starts]].view(np.uint8).reshape(len(starts), -1)[:, :12]
         if self.indirect is not None:
             assert self.ptr is not None
             ind = np.flatnonzero(self.indirect[starts])
