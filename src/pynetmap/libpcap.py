@@ -97,6 +97,7 @@ _LIBC_PROTOS: dict[str, tuple[type | None, list[type]]] = {
     "setvbuf": (ctypes.c_int, [P, P, ctypes.c_int, ctypes.c_size_t]),
     "fseek": (ctypes.c_int, [P, ctypes.c_long, ctypes.c_int]),
     "ftell": (ctypes.c_long, [P]),
+    "fclose": (ctypes.c_int, [P]),
 }
 
 
@@ -352,6 +353,7 @@ class Capture:
         _libc.setvbuf(f, None, _IONBF, 0)  # each write straight into self.records
         d = lib.pcap_dump_fopen(p, f)
         if not d:
+            _libc.fclose(f)
             raise NetmapError(errno.EIO, f"pcap_dump_fopen: {self._geterr()}")
         self._file, self._dumper = f, d
         self._handler = ctypes.cast(lib.pcap_dump, P)
