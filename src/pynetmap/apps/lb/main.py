@@ -250,7 +250,7 @@ class LoadBalancer:
                     port = nm_open(name)
                 except (NetmapError, ValueError) as e:
                     hint = ""
-                    if isinstance(e, NetmapError) and "memory region" in str(e):
+                    if isinstance(e, NetmapError) and "lives in memory region" in str(e):
                         pid = g.first_id + k
                         hint = (f"; failed to open pipe #{k + 1} in zero-copy mode, please "
                                 f"close any application that uses either pipe {g.name}}}{pid}"
