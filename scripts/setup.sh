@@ -18,6 +18,7 @@ if [ "$want" = test ]; then
   command -v ping >/dev/null 2>&1 || missing="$missing iputils-ping"
   command -v curl >/dev/null 2>&1 || missing="$missing curl"
   command -v setpriv >/dev/null 2>&1 || missing="$missing util-linux"
+  { ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' ; } || missing="$missing libpcap0.8"
   if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system tools:$missing"
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

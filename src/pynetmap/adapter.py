@@ -63,7 +63,7 @@ class PortInfo:
 
     kind: str  #: the port type: ``"pipe"``, ``"null"``, ``"nic"``
     max_frame: int  #: the longest frame one slot may carry out of this port
-    engine: str | None = None  #: NIC ports: ``"xdp"`` or ``"packet"``
+    engine: str | None = None  #: NIC ports: ``"xdp"``, ``"packet"`` or ``"pcap"``
     mode: str | None = None  #: NIC ports: ``"zerocopy"`` or ``"copy"``
     mac: str | None = None  #: the OS interface's MAC (``aa:bb:...``), if there is one
     mtu: int | None = None  #: and its MTU
