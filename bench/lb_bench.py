@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -29,26 +28,15 @@ import time
 import uuid
 
 import numpy as np
-from _common import table, write_json
+from _common import pktgen, stop, table, write_json
 
 RX = re.compile(r"^Received (\d+) packets .* in (\d+\.\d+) seconds\.$", re.M)
 FINAL = re.compile(r"^(\d+) packets forwarded\.  (\d+) packets dropped\. Total (\d+)$", re.M)
 
 
-def proc(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-
-
-def stop(p: subprocess.Popen) -> str:
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-    try:
-        out, _ = p.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-    return out
+def lb_proc(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pynetmap.apps.lb", "-w", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 def received(outs: list[str]) -> tuple[int, float]:
@@ -64,14 +52,13 @@ def received(outs: list[str]) -> tuple[int, float]:
 
 def run_lb(npipes: int, seconds: float, extra: list[str]) -> dict:
     tag = uuid.uuid4().hex[:6]
-    lb = proc("pynetmap.apps.lb", "-i", f"netmap:bin{tag}}}0@conf:slots=4096",
-              "-p", f"bout{tag}:{npipes}", "-w", "0", "-o", "1", *extra)
+    lb = lb_proc("-i", f"netmap:bin{tag}}}0@conf:slots=4096", "-p", f"bout{tag}:{npipes}",
+                 "-o", "1", *extra)
     time.sleep(1.0)  # lb creates the output pipes
-    rxs = [proc("pynetmap.apps.pktgen", "-f", "rx", "-w", "0", "-i", f"netmap:bout{tag}}}{k}")
-           for k in range(npipes)]
+    rxs = [pktgen("-f", "rx", "-i", f"netmap:bout{tag}}}{k}") for k in range(npipes)]
     time.sleep(1.0)
-    tx = proc("pynetmap.apps.pktgen", "-f", "tx", "-w", "0", "-i", f"netmap:bin{tag}{{0",
-              "-l", "60", "-b", "2048", "-s", "10.0.0.1-10.0.0.100")
+    tx = pktgen("-f", "tx", "-i", f"netmap:bin{tag}{{0", "-l", "60", "-b", "2048",
+                "-s", "10.0.0.1-10.0.0.100")
     try:
         time.sleep(1.0 + seconds)
     finally:
@@ -94,9 +81,8 @@ def run_lb(npipes: int, seconds: float, extra: list[str]) -> dict:
 def run_direct(seconds: float) -> float:
     """pkt-gen tx -> rx over one pipe, no lb: the ceiling of the generator and a consumer."""
     name = f"netmap:bd{uuid.uuid4().hex[:6]}"
-    rx = proc("pynetmap.apps.pktgen", "-f", "rx", "-w", "0", "-i", f"{name}{{0@conf:slots=4096")
-    tx = proc("pynetmap.apps.pktgen", "-f", "tx", "-w", "0", "-i", f"{name}}}0@conf:slots=4096",
-              "-l", "60", "-b", "2048")
+    rx = pktgen("-f", "rx", "-i", f"{name}{{0@conf:slots=4096")
+    tx = pktgen("-f", "tx", "-i", f"{name}}}0@conf:slots=4096", "-l", "60", "-b", "2048")
     try:
         time.sleep(1.0 + seconds)
     finally:
