@@ -565,3 +565,33 @@ def test_lb_on_a_veth_interface(veth: netns.VethPair) -> None:
         want[H.frame_hash(f) % 2].append(f)
     assert got == want
     assert FINAL.search(summary).groups() == ("200", "0", "200")  # type: ignore[union-attr]
+
+
+def test_lb_reads_a_vale_port() -> None:
+    """Input from a switch: the pipes live in the VALE port's region (default names)."""
+    sw = f"vale{uuid.uuid4().hex[:6]}"
+    lb = LoadBalancer(parse(["-i", f"{sw}:lb", "-w", "0", "-p", "2"]))
+    lb.open()
+    src = pynetmap.open(f"{sw}:src")
+    outs = [pynetmap.open(f"{sw}:lb}}{k}") for k in range(2)]
+    try:
+        frames = flows(40)
+        src.tx_rings[0].send(frames)
+        src.txsync()  # the switch floods them to lb's port
+        lb.sync()
+        assert lb.step() == 40
+        lb.sync()
+        got = []
+        for k, p in enumerate(outs):
+            p.rxsync()
+            r = p.rx_rings[0]
+            b = r.receive()
+            got += [(k, f) for f in b.frames()]
+            r.advance(b.count)
+            p.rxsync()
+        assert sorted(f for _, f in got) == sorted(frames)
+        assert all(H.frame_hash(f) % 2 == k for k, f in got)
+    finally:
+        for p in outs + [src]:
+            p.close()
+        lb.close()

@@ -3,6 +3,7 @@
     pynetmap pkt-gen ARGS     netmap's traffic generator (also the ``pkt-gen`` command)
     pynetmap bridge ARGS      netmap's bridge between two ports (also the ``bridge`` command)
     pynetmap vale-ctl ARGS    netmap's switch control (also the ``vale-ctl`` command)
+    pynetmap lb ARGS          netmap's load balancer (also the ``lb`` command)
     pynetmap interfaces       the interfaces, with their netmap names (Windows: names/GUIDs)
     pynetmap list             regions and ports of this user
     pynetmap clean            release what dead processes left behind
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         from .windows.interfaces import main as interfaces
 
         return interfaces(rest)
+    if tool == "lb":
+        from .apps.lb import main as lb
+
+        return lb(rest)
     if tool == "vale-ctl":
         from .apps.valectl import main as valectl
 

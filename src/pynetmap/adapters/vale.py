@@ -81,6 +81,7 @@ NM_BRIDGE_RINGSIZE = 1024
 NM_BDG_MAXSLOTS = 4096
 NM_BDG_MAXEXTRA = 524288
 ETH_HLEN = 14
+VALE_SPARE_BUFS = 32768  #: free buffers in a new port's region (64 MiB, sparse)
 
 # -- the switch segment: uint64 words ------------------------------------------------------
 _MAGIC = 0x454C4156_4D4E5950  # "PYNMVALE"
@@ -300,9 +301,12 @@ class ValeAdapter(Adapter):
             region = R.attach(state, mem_id)
         else:
             ring_bytes = (ntx + nrx) * (64 + 256 + 16 * max(txs, rxs))
+            # Room beyond the port's own rings for more opens' extra buffers and for
+            # pipes in its memory (lb's outputs, netmap:valeX:Y{N): the segment is
+            # sparse, so room costs memory only when used.
             region = R.create(state, new_mem_id(state), R.Geometry(
-                if_pool_size=64 << 10, ring_pool_size=2 * ring_bytes + (64 << 10),
-                nbufs=nbufs + extra + 2 + 1024))  # + room for more opens' extra buffers
+                if_pool_size=64 << 10, ring_pool_size=2 * ring_bytes + (4 << 20),
+                nbufs=nbufs + extra + 2 + VALE_SPARE_BUFS))
         rings: dict = {"tx": [], "rx": []}
         for d, nr, ns in (("tx", ntx, txs), ("rx", nrx, rxs)):
             for i in range(nr):
