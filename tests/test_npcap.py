@@ -1,7 +1,8 @@
 """The Windows layer on Linux, with Npcap and Windows replaced by fakes: send-queue records
 read back by libpcap's own offline reader, the struct layouts (Win64 and LP64 agree on every
 field declared here), the DLL loader's checks, Windows names as netmap names, and the Npcap
-engine's syncs over a real pynetmap ring.  Nothing here has run on Windows.
+engine's syncs over a real pynetmap ring, and ``pynetmap.open("netmap:Ethernet_2")`` through
+the NIC adapter with its OS flag set to Windows.  Nothing here has run on Windows.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import ctypes
 import ctypes.util
 import errno
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from test_bpf_buffer import _build
 import pynetmap
 from pynetmap import NetmapError
 from pynetmap.bsd import bpfbuf
-from pynetmap.constants import NR_FORWARD
+from pynetmap.constants import NR_FORWARD, NS_FORWARD
 from pynetmap.windows import interfaces as I
 from pynetmap.windows import names as N
 from pynetmap.windows import npcap as W
@@ -220,6 +222,8 @@ class FakeNpcap(W.Npcap):
         self.accept = accept  # bytes a transmit takes (None: all)
         self.closed: list[int] = []
         self.send_to_rx_on: list[int] = []
+        self.waits: list[tuple[list[int], float]] = []  # wait_events calls (the adapter's)
+        self.on_wait: Callable[[], None] = lambda: None  # what happens while one sleeps
 
     def open(self, device: str, snaplen: int, buffer_bytes: int,
              not_from: bytes | None) -> int:
@@ -336,3 +340,164 @@ def test_what_npcap_cannot_do_is_refused(ring_port: Any) -> None:
     ring_port.rx_rings[0].flags = NR_FORWARD
     with pytest.raises(NetmapError, match="BlockRxAdapters"):
         ring_port.rxsync()
+
+
+# -- the NIC adapter on Windows: pynetmap.open() with the engine faked -----------------------
+
+@pytest.fixture
+def windows(monkeypatch: pytest.MonkeyPatch) -> FakeNpcap:
+    """``linux/nic.py`` as on Windows: its OS flags patched, Npcap and the adapter list faked.
+
+    ``wait_events`` (WaitForMultipleObjects) is faked too: each call is recorded in
+    ``fake.waits`` and runs ``fake.on_wait`` (an arrival, in the test that waits).
+    """
+    from pynetmap.linux import nic
+
+    fake = FakeNpcap()
+
+    def wait_events(handles: list[int], timeout_s: float) -> None:
+        fake.waits.append((handles, timeout_s))
+        fake.on_wait()
+
+    def pcap_devices(npcap: Any) -> list[N.PcapDevice]:
+        assert npcap is fake  # the table comes from the Npcap the queues use
+        return DEVICES
+
+    monkeypatch.setattr(nic, "WINDOWS", True)
+    monkeypatch.setattr(nic, "LINUX", False)
+    monkeypatch.setattr(W, "Npcap", lambda: fake)
+    monkeypatch.setattr(W, "wait_events", wait_events)
+    monkeypatch.setattr(I, "pcap_devices", pcap_devices)
+    monkeypatch.setattr(I, "adapters", lambda: ADAPTERS)
+    return fake
+
+
+def test_open_on_windows_sends_and_receives_through_npcap(windows: FakeNpcap) -> None:
+    fake = windows
+    frames = [bytes([i]) * (60 + i) for i in range(10)]
+    pkts = [bytes([200 + i % 50]) * (64 + i) for i in range(100)]
+    with pynetmap.open("netmap:Ethernet_2", slots=64) as port:
+        info = port.info()
+        assert (info.engine, info.mode, info.mac, info.mtu) == (
+            "npcap", "copy", "00:15:5d:01:02:03", 1500)
+        assert fake.opened == (ITF.device, info.max_frame, ITF.mac)
+        tx, rx = port.tx_rings[0], port.rx_rings[0]
+        assert tx.send(frames) == 10
+        assert port.poll(pynetmap.POLLOUT, 0) & pynetmap.POLLOUT
+        assert fake.sent == frames and tx.space() == 63
+        # nothing read yet: poll sleeps on the capture's event; the packets "arrive" then
+        fake.on_wait = lambda: fake.reads.append(
+            _build(bpfbuf.NPCAP, pkts)[0].tobytes())
+        assert port.poll(pynetmap.POLLIN, 5000) & pynetmap.POLLIN
+        [(handles, timeout_s)] = fake.waits
+        assert handles == [99] and 0 < timeout_s <= 5  # the RX capture's event, slept on once
+        got = rx.receive()
+        assert got.count == 63 and got.frames() == pkts[:63]
+        # 37 read from the driver wait outside the ring: no sleep on the event for them
+        n_waits = len(fake.waits)
+        port.adapter.wait(5.0, False)
+        assert len(fake.waits) == n_waits
+        rx.release(got.count)
+        assert port.poll(pynetmap.POLLIN, 0) & pynetmap.POLLIN
+        got = rx.receive()
+        assert got.count == 37 and got.frames() == pkts[63:]
+        with pytest.raises(NetmapError) as e:
+            port.fileno()
+        assert e.value.errno == errno.EOPNOTSUPP and "poll()" in str(e.value)
+    assert fake.closed == [7]
+
+
+def test_windows_names_guid_host_tx_ring_and_refusals(windows: FakeNpcap) -> None:
+    fake = windows
+    # the GUID names the same interface: its record and region, its queue taken
+    with pynetmap.open(f"netmap:{N.guid_hex(G1)}/T") as a, \
+            pynetmap.open("netmap:ethernet_2/R") as b:
+        assert a.adapter.ifname == b.adapter.ifname == "Ethernet_2"
+        assert a.region.mem_id == b.region.mem_id
+        with pytest.raises(NetmapError, match="already bound"):
+            pynetmap.open("netmap:Ethernet 2/T")
+    fake.closed.clear()
+    # the host TX ring: a capture in send-to-RX mode, no RX ring behind it
+    with pynetmap.open("netmap:Ethernet_2^/T") as host:
+        assert fake.send_to_rx_on == [7] and fake.opened[2] is None
+        assert host.tx_rings[0].send([b"h" * 60]) == 1
+        host.txsync()
+        assert fake.sent == [b"h" * 60]
+        assert host.poll(pynetmap.POLLIN, 20) == 0 and fake.waits == []  # no RX event
+    errors = []
+    for name, kw in (("netmap:Ethernet_2^", {}), ("netmap:Ethernet_2", {"engine": "xdp"}),
+                     ("netmap:Wi_Fi_7", {}), ("netmap:eth0", {})):
+        with pytest.raises(NetmapError) as e:
+            pynetmap.open(name, **kw).close()
+        errors.append((e.value.errno, str(e.value)))
+    assert errors[0][0] == errno.EOPNOTSUPP and "host TX ring alone" in errors[0][1]
+    assert errors[1] == (errno.EOPNOTSUPP, "[Errno 95] netmap:Ethernet_2: the xdp engine is "
+                         "not available on Windows; NIC ports here use engine='npcap' (Npcap)")
+    assert errors[2] == (errno.ENETDOWN, "[Errno 100] interface Wi_Fi_7 (Wi-Fi) is down")
+    assert errors[3][0] == errno.ENXIO and "Ethernet_2" in errors[3][1]
+    with pynetmap.open("netmap:Ethernet_2", engine="npcap") as port:  # the refusal freed it
+        rx = port.rx_rings[0]
+        fake.reads = [_build(bpfbuf.NPCAP, [b"f" * 60])[0].tobytes()]
+        port.rxsync()
+        rx.flags = NR_FORWARD  # a released slot marked to forward: the adapter refuses
+        rx.slot_flags[rx.cur] |= NS_FORWARD
+        rx.release(rx.receive().count)
+        with pytest.raises(NetmapError, match="BlockRxAdapters"):
+            port.rxsync()
+
+
+def test_mtu_too_large_on_windows_says_the_netsh_command(
+        windows: FakeNpcap, monkeypatch: pytest.MonkeyPatch) -> None:
+    jumbo = [N.Adapter(G1, "Ethernet 2", "Intel", bytes(6), 12, mtu=9000)]
+    monkeypatch.setattr(I, "adapters", lambda: jumbo)
+    with pytest.raises(NetmapError) as e:
+        pynetmap.open("netmap:Ethernet_2").close()
+    assert e.value.errno == errno.EINVAL
+    assert str(e.value).endswith('lower it: netsh interface ipv4 set subinterface '
+                                 '"Ethernet 2" mtu=1778')
+
+
+def test_the_npcap_engine_is_refused_outside_windows() -> None:
+    with pytest.raises(NetmapError) as e:
+        pynetmap.open("netmap:nosuch0", engine="npcap")
+    assert str(e.value) == ("[Errno 95] netmap:nosuch0: the npcap engine needs Windows "
+                            "(Npcap); leave engine='auto' to get this OS's")
+
+
+def test_the_modules_windows_loads_import_without_posix_modules() -> None:
+    """What ``open("netmap:NAME")`` imports on Windows, imported with fcntl/termios missing.
+
+    The core is imported first (its OS layer picks the POSIX module on this machine);
+    then the NIC adapter, the shared TX check, the libpcap declarations and the Windows
+    modules must import with no POSIX-only module at hand.  AF_XDP's queue must not.
+    """
+    code = """if True:
+        import sys
+        import pynetmap, pynetmap.port, pynetmap.register
+        for m in ("fcntl", "termios", "resource"):
+            sys.modules[m] = None
+        for m in ("pynetmap.linux.nic", "pynetmap.nic_tx", "pynetmap.libpcap",
+                  "pynetmap.pcap_queue", "pynetmap.windows.npcap",
+                  "pynetmap.windows.interfaces"):
+            __import__(m)
+        try:
+            import pynetmap.linux.xdp_queue
+        except ImportError as e:
+            print("xdp_queue:", e)
+    """
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "xdp_queue: import of fcntl halted; None in sys.modules\n"
+
+
+def test_libpcap_refuses_to_load_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pynetmap import libpcap
+
+    monkeypatch.setattr(libpcap.sys, "platform", "win32")
+    with pytest.raises(NetmapError) as e:
+        libpcap.load("wpcap.dll")
+    assert e.value.errno == errno.EOPNOTSUPP and "engine='npcap'" in str(e.value)

@@ -70,8 +70,10 @@ def open(name: str, **conf: Any) -> Port:  # noqa: A001 - netmap's verb
     ``rx_rings``, ``slots``, ``tx_slots``, ``rx_slots`` (as ``@conf:``; only
     effective when the open creates the port), ``extra_bufs`` (spec §2.7),
     ``flags`` (extra ``NR_*`` flags such as ``NR_NO_TX_POLL``) and
-    ``mem_id``.  Network interfaces (Linux) also take ``engine`` (``"auto"``,
-    ``"xdp"``, ``"packet"``; default ``$PYNETMAP_ENGINE`` or auto) and
+    ``mem_id``.  Network interfaces also take ``engine`` (``"auto"``;
+    ``"xdp"``, ``"packet"`` on Linux; ``"pcap"`` (libpcap) except on Windows;
+    ``"npcap"`` on Windows only; default ``$PYNETMAP_ENGINE`` or auto: AF_XDP
+    else AF_PACKET on Linux, Npcap on Windows, libpcap elsewhere) and
     ``xdp_mode`` (``"auto"``, ``"zerocopy"``, ``"copy"``); ``port.info()``
     says what was obtained.  VALE ports take ``vale_attach=True`` to open a
     port named like an OS interface (``vale0:eth0``, ``vale0:eth0^`` for its

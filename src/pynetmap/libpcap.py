@@ -24,9 +24,9 @@ libpcap has no batch call on these systems, so the batches are made here:
 
 The library is found per OS (:data:`CANDIDATES`, or ``$PYNETMAP_LIBPCAP``).
 Windows (Npcap's ``wpcap.dll``, which has no ``fmemopen`` in its C runtime
-and no selectable fd) is not handled here: a Windows module can pass its
-DLL's path to :func:`load` and use the same declarations, but the RX path
-there needs Npcap's own calls.
+and no selectable fd) is not handled here: :func:`load` refuses there, and
+:mod:`pynetmap.windows.npcap` loads Npcap's DLLs itself, with this module's
+declarations, and receives through Npcap's own calls.
 """
 
 from __future__ import annotations
@@ -114,10 +114,18 @@ def load(path: str | None = None) -> ctypes.CDLL:
     """The libpcap library (loaded once), with the prototypes this module calls.
 
     ``NetmapError(ENOENT)`` names what was tried and how to install it.
+    Refused on Windows (``EOPNOTSUPP``): the receive path needs the C
+    library's ``fmemopen``, which Windows' C runtime lacks, and there is no
+    ``CDLL(None)`` to find it in; Npcap is reached through
+    :mod:`pynetmap.windows.npcap` instead.
     """
     global _lib, _libc
     if _lib is not None and path is None:
         return _lib
+    if sys.platform == "win32":
+        raise NetmapError(errno.EOPNOTSUPP, "the pcap engine needs a C library with "
+                          "fmemopen, which Windows lacks: NIC ports on Windows use the "
+                          "npcap engine (engine='npcap', the default there)")
     tried = [path] if path else _candidates()
     lib = None
     for name in tried:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .kring import KRing, SlotError, clear_buf_changed, distance, gather, scatter
 from .libpcap import Capture
-from .linux.xdp_queue import tx_batch
+from .nic_tx import tx_batch
 from .region import Region
 from .ring import Ring
 

@@ -1,4 +1,4 @@
-"""NIC ports on Linux: ``netmap:IFNAME`` for any interface (spec §4.5, DESIGN §5).
+"""NIC ports: ``netmap:IFNAME`` for any interface (spec §4.5, DESIGN §5).
 
 Every interface gets one memory region (created by its first open, in this
 user's registry, keyed by network namespace and name) holding the rings of
@@ -19,8 +19,15 @@ Engines, per open:
 * ``pcap`` -- libpcap (:mod:`pynetmap.pcap_queue`), one ring pair, copies;
   the engine on macOS and FreeBSD, where this adapter asks libpcap (not
   the Linux modules) about the interface, and a choice on Linux.
+* ``npcap`` -- Npcap (:mod:`pynetmap.windows.npcap`), the engine on Windows
+  and only there: one ring pair, copies, the host TX ring through Npcap's
+  send-to-RX mode; no host RX ring and no selectable descriptor (``poll``
+  sleeps on the capture's event).  Names are Windows' adapters as
+  :mod:`pynetmap.windows.names` spells them (``netmap:Ethernet_2``, or the
+  GUID).  Never run on Windows: tested on Linux with a fake Npcap.
 * ``auto`` (default, or ``$PYNETMAP_ENGINE``) -- ``xdp`` if it works, else
-  ``packet``, saying so once on stderr; ``pcap`` outside Linux.
+  ``packet``, saying so once on stderr; ``npcap`` on Windows, ``pcap`` on the
+  other OSes.
 
 Host rings (``eth0^``, ``eth0*``) are the OS stack's side: see
 :mod:`pynetmap.linux.hoststack`.
@@ -32,6 +39,7 @@ import errno
 import os
 import select
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,6 +64,8 @@ from ..ring import Ring
 
 if TYPE_CHECKING:
     from ..pcap_queue import PcapQueue
+    from ..windows.names import Interface
+    from ..windows.npcap import Npcap, NpcapQueue
     from .bpf import XskProgram
     from .hoststack import HostStack
     from .packet_queue import PacketQueue
@@ -66,8 +76,9 @@ DEFAULT_SLOTS = 1024
 #: a 2048-byte buffer less the 256 bytes AF_XDP keeps in front of a received frame
 MAX_FRAME = 2048 - 256
 MAX_SLOTS = 4096
-ENGINES = ("auto", "xdp", "packet", "pcap")
+ENGINES = ("auto", "xdp", "packet", "pcap", "npcap")
 LINUX = sys.platform.startswith("linux")
+WINDOWS = sys.platform == "win32"
 XDP_MODES = ("auto", "zerocopy", "copy")
 #: AF_XDP: received frames the kernel may queue beyond a full netmap RX ring, in rings
 RX_BACKLOG = 8
@@ -209,6 +220,38 @@ def _pcap_facts(spec: PortSpec, engine: str) -> dict:
     return {"ifindex": socket.if_nametoindex(ifname), "mtu": dev.mtu, "mac": _mac_text(dev.mac)}
 
 
+def _npcap_facts(spec: PortSpec, engine: str) -> dict:
+    """Interface facts on Windows: Npcap's device joined with Windows' adapter.
+
+    Npcap is loaded here, so a missing install is one line at open; the
+    loaded DLLs and the interface go on to the queues (``npcap``, ``itf``).
+    ``ifname`` is the interface's netmap name, whichever name (GUID,
+    friendly name) the user gave: one record and region per interface.
+    """
+    if engine not in ("auto", "npcap"):
+        raise NetmapError(errno.EOPNOTSUPP, f"{spec.spec}: the {engine} engine is not "
+                          "available on Windows; NIC ports here use engine='npcap' (Npcap)")
+    from ..windows import interfaces, names, npcap
+
+    lib = npcap.Npcap()
+    itf = names.lookup(spec.port, interfaces.windows_table(lib))
+    if not itf.up:
+        raise NetmapError(errno.ENETDOWN, f"interface {itf.netmap_name} "
+                          f"({itf.friendly or itf.device}) is down")
+    return {"ifindex": itf.ifindex or 0, "mtu": itf.mtu, "mac": _mac_text(itf.mac),
+            "ifname": itf.netmap_name, "npcap": lib, "itf": itf}
+
+
+def _mtu_fix(ifname: str, facts: dict) -> str:
+    """The command that lowers an interface's MTU, on this OS."""
+    if LINUX:
+        return f"ip link set {ifname} mtu {MAX_FRAME - 14}"
+    if WINDOWS:
+        return (f'netsh interface ipv4 set subinterface "{facts["itf"].friendly}" '
+                f"mtu={MAX_FRAME - 14}")
+    return f"ifconfig {ifname} mtu {MAX_FRAME - 14}"
+
+
 class NicAdapter(Adapter):
     """The kernel side of a NIC port: one engine queue per bound ring pair."""
 
@@ -231,7 +274,12 @@ class NicAdapter(Adapter):
         if xdp_mode not in XDP_MODES:
             raise ValueError(f"xdp_mode must be auto, zerocopy or copy, not {xdp_mode!r}")
         engine = _engine(engine)
-        if engine == "pcap" or not LINUX:
+        if engine == "npcap" and not WINDOWS:
+            raise NetmapError(errno.EOPNOTSUPP, f"{spec.spec}: the npcap engine needs "
+                              "Windows (Npcap); leave engine='auto' to get this OS's")
+        if WINDOWS:
+            engine, nq, facts = "npcap", 1, _npcap_facts(spec, engine)
+        elif engine == "pcap" or not LINUX:
             engine, nq, facts = "pcap", 1, _pcap_facts(spec, engine)
         else:
             engine, nq, facts = _linux_facts(spec, engine)
@@ -239,24 +287,22 @@ class NicAdapter(Adapter):
                  _slots(conf.get("rx_slots", 0), "slots"))
         if conf.get("host_tx_rings", 0) > 1 or conf.get("host_rx_rings", 0) > 1:
             raise ValueError("NIC ports have one host ring pair")
-        ifname, mtu = spec.port, facts["mtu"]
+        ifname, mtu = facts.get("ifname", spec.port), facts["mtu"]
         if mtu is not None and mtu + 14 > MAX_FRAME:
-            fix = (f"ip link set {ifname} mtu {MAX_FRAME - 14}" if LINUX
-                   else f"ifconfig {ifname} mtu {MAX_FRAME - 14}")
             raise NetmapError(errno.EINVAL, f"{ifname}: MTU {mtu} needs {mtu + 14}-byte "
                               f"frames, more than a netmap buffer holds here ({MAX_FRAME}); "
-                              f"lower it: {fix}")
+                              f"lower it: {_mtu_fix(ifname, facts)}")
         return {"engine": engine, "xdp_mode": xdp_mode, "nq": nq, "slots": slots,
                 "netns": _netns(), **facts}
 
     @classmethod
     def record_key(cls, spec: PortSpec, pre: dict) -> tuple[str, str]:
-        return f"nic:{pre['netns']}:{spec.port}", "nic"
+        return f"nic:{pre['netns']}:{pre.get('ifname', spec.port)}", "nic"
 
     @classmethod
     def get(cls, state: State, spec: PortSpec, conf: dict, pre: dict) -> Found:
         """The interface's record and region (one per interface and namespace)."""
-        ifname, engine, nq = spec.port, pre["engine"], pre["nq"]
+        ifname, engine, nq = pre.get("ifname", spec.port), pre["engine"], pre["nq"]
         key, _ = cls.record_key(spec, pre)
         record = state["ports"].get(key)
         if record is None:
@@ -320,14 +366,19 @@ class NicAdapter(Adapter):
         self.nq: int = record["queues"]
         self.mac: str | None = pre["mac"]
         self.mtu: int | None = pre["mtu"]
-        self.queues: dict[int, XdpQueue | PacketQueue | PcapQueue] = {}  # by ringid
+        self.queues: dict[int, XdpQueue | PacketQueue | PcapQueue | NpcapQueue] = {}  # ringid
+        #: Npcap: the loaded DLLs, the interface, and the queues with an RX ring
+        self.npcap: Npcap | None = pre.get("npcap")
+        self.itf: Interface | None = pre.get("itf")
+        self._npcap_rx: list[NpcapQueue] = []
         self.program: XskProgram | None = None
         self.host: HostStack | None = None
         self.forward: dict[bool, PacketSocket] = {}  # NR_FORWARD senders, by direction
         self.mode = "copy"
         self.max_frame = region.buf_size - region.lead
-        #: poll() object for our own waits; an epoll fd only if someone asks for fileno()
-        self._poll = select.poll()
+        #: poll() object for our own waits (None on Npcap, which has no descriptors);
+        #: an epoll fd only if someone asks for fileno()
+        self._poll = None if self.engine == "npcap" else select.poll()
         self._epoll: select.epoll | None = None
         self._bound: list[int] = []
 
@@ -357,7 +408,7 @@ class NicAdapter(Adapter):
         nic = {q: p for q, p in pairs.items() if q < self.nq}
         if nic and self.engine == "xdp":
             self.program = self._program(record)
-        if host:
+        if host and self.engine != "npcap":  # Npcap's host TX ring is a queue of its own
             from .hoststack import HostStack
 
             self.host = HostStack.setup(self.ifname, record)
@@ -365,9 +416,10 @@ class NicAdapter(Adapter):
             on_host = q >= self.nq
             ifname = self.host.app_if if on_host and self.host else self.ifname
             queue = self._queue(ifname, 0 if on_host else q, t_ring, r_ring,
-                                self.spares.get(q), self.xdp_mode)
+                                self.spares.get(q), self.xdp_mode, on_host)
             self.queues[q] = queue
-            self._poll.register(queue.fileno(), select.POLLIN)
+            if self._poll is not None:
+                self._poll.register(queue.fileno(), select.POLLIN)
             if self.engine == "xdp" and r_ring is not None:
                 prog = self.host.program if on_host and self.host else self.program
                 assert prog is not None  # loaded above for NIC queues, by the host stack
@@ -379,7 +431,16 @@ class NicAdapter(Adapter):
             self.max_frame = min(self.max_frame, queue.max_frame)
 
     def _queue(self, ifname: str, q: int, tx: Ring | None, rx: Ring | None,
-               spare: np.ndarray | None, xdp_mode: str) -> XdpQueue | PacketQueue | PcapQueue:
+               spare: np.ndarray | None, xdp_mode: str,
+               host: bool) -> XdpQueue | PacketQueue | PcapQueue | NpcapQueue:
+        if self.engine == "npcap":
+            from ..windows.npcap import NpcapQueue
+
+            assert self.npcap is not None and self.itf is not None  # from _npcap_facts
+            queue = NpcapQueue(self.npcap, self.itf, self.region, tx, rx, host)
+            if rx is not None:
+                self._npcap_rx.append(queue)
+            return queue
         if self.engine == "xdp":
             from .xdp_queue import XdpQueue
 
@@ -451,6 +512,10 @@ class NicAdapter(Adapter):
         dest.kick()
 
     def _forwarder(self, to_host: bool) -> PacketSocket:
+        if self.engine == "npcap":
+            from ..windows.npcap import FORWARD_REFUSED
+
+            raise NetmapError(errno.EOPNOTSUPP, f"{self.ifname}: {FORWARD_REFUSED}")
         if self.host is None:
             raise NetmapError(errno.EINVAL, f"{self.ifname}: NR_FORWARD needs the host "
                               "rings (open netmap:IFNAME* or IFNAME^)")
@@ -470,9 +535,10 @@ class NicAdapter(Adapter):
         (a locked wait-queue walk) for every frame the kernel frees, about a
         tenth of an AF_XDP sender's time, so ``poll`` registers only while
         it sleeps.  The pcap engine's one queue gives its own fd (there is no
-        epoll on macOS or FreeBSD).
+        epoll on macOS or FreeBSD); Npcap's queues have none and refuse
+        (``EOPNOTSUPP``, naming ``poll()``, which works).
         """
-        if self.engine == "pcap":
+        if self.engine in ("pcap", "npcap"):
             return next(iter(self.queues.values())).fileno()
         if self._epoll is None:
             self._epoll = select.epoll()
@@ -481,8 +547,25 @@ class NicAdapter(Adapter):
         return self._epoll.fileno()
 
     def wait(self, timeout: float, want_tx: bool) -> None:
-        """Sleep until a queue has frames (or, for TX, briefly: completions need no wake-up)."""
-        self._poll.poll(1000 * (min(timeout, self.tx_resync_s) if want_tx else timeout))
+        """Sleep until a queue has frames (or, for TX, briefly: completions need no wake-up).
+
+        Npcap: on the RX captures' events, unless a queue already holds
+        packets read from the driver that did not fit the ring (no event
+        would announce those).  A port without RX rings just sleeps.
+        """
+        t = min(timeout, self.tx_resync_s) if want_tx else timeout
+        if self._poll is not None:
+            self._poll.poll(1000 * t)
+            return
+        rx = self._npcap_rx
+        if any(q.pending() for q in rx):
+            return
+        if rx:
+            from ..windows import npcap
+
+            npcap.wait_events([q.event for q in rx], t)
+        else:
+            time.sleep(t)
 
     def statistics(self) -> dict[int, dict[str, int]]:
         """Kernel drop counters of every queue (XDP_STATISTICS / PACKET_STATISTICS)."""
@@ -502,6 +585,7 @@ class NicAdapter(Adapter):
         for sock in self.forward.values():
             sock.close()
         self.queues.clear()
+        self._npcap_rx.clear()
         self.forward.clear()
         self._bound.clear()
         if self._epoll is not None:
@@ -527,8 +611,6 @@ def _teardown(record: dict, here: bool) -> None:
     process's open: the namespace may not be ours, so only clean what we can
     reach (same namespace), else leave it to the next open to recognise.
     """
-    from . import xdp_attach
-
     opens = record["endpoints"]["nic"]["opens"]
     local = here or record["netns"] == _netns()
     if record["host"] is not None and not any(o["host"] for o in opens) and local:
@@ -536,6 +618,8 @@ def _teardown(record: dict, here: bool) -> None:
 
         HostStack.undo(record)
     if record["xdp_prog"] and not any(o["rx"] or o["tx"] for o in opens) and local:
+        from . import xdp_attach  # Linux only: imported where an XDP program exists
+
         try:
             xdp_attach.detach(record["ifindex"], record["xdp_prog"])
         except NetmapError:

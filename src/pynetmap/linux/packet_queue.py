@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..kring import KRing, SlotError, clear_buf_changed, distance, gather, scatter
+from ..nic_tx import tx_batch
 from ..region import Region
 from ..ring import Ring
 from .tpacket import PacketSocket
-from .xdp_queue import tx_batch
 
 
 class PacketQueue:

@@ -24,51 +24,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import NS_MOREFRAG
-from ..kring import (
-    KRing,
-    SlotError,
-    bad_slots,
-    clear_buf_changed,
-    distance,
-    gather,
-    scatter,
-    spans,
-)
+from ..kring import KRing, SlotError, clear_buf_changed, distance, gather, scatter
+from ..nic_tx import tx_batch
 from ..region import Region
 from ..ring import Ring
 from .xsk import XDP_PACKET_HEADROOM, XskSocket
 
-MIN_FRAME = 14
-
 
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
-
-
-def check_tx(ring: Ring, hwcur: int, head: int, nbufs: int, max_frame: int) -> None:
-    """Raise SlotError unless every slot to send is one whole frame in a valid buffer.
-
-    A length outside [14, max_frame] never reaches the wire.  Multi-slot
-    packets (``NS_MOREFRAG``) are refused: each slot would leave as a frame.
-    """
-    for s in spans(hwcur, head, ring.num_slots):
-        lens = ring.slot_len[s]
-        if bad_slots(ring.slot_buf_idx[s], lens, nbufs, max_frame) or (
-                len(lens) and lens.min() < MIN_FRAME):
-            raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or a length "
-                            f"outside [{MIN_FRAME}, {max_frame}]")
-        if np.any(ring.slot_flags[s] & NS_MOREFRAG):
-            raise SlotError(f"slots {hwcur}..{head}: NS_MOREFRAG (multi-slot packets) is "
-                            "not supported on NIC ports yet")
-
-
-def tx_batch(ring: Ring, hwcur: int, head: int, nbufs: int,
-             max_frame: int) -> tuple[np.ndarray, np.ndarray]:
-    """(buffer indices, lengths) of the slots ``[hwcur, head)`` a txsync sends, checked."""
-    check_tx(ring, hwcur, head, nbufs, max_frame)
-    n = ring.num_slots
-    return gather(ring.slot_buf_idx, hwcur, head, n), gather(ring.slot_len, hwcur, head, n)
 
 
 class XdpQueue:

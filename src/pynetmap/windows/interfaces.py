@@ -88,10 +88,13 @@ def pcap_devices(npcap: Any) -> list[names.PcapDevice]:
     return out
 
 
-def windows_table() -> list[names.Interface]:
-    from .npcap import Npcap
+def windows_table(npcap: Any = None) -> list[names.Interface]:
+    """Npcap's devices named as netmap names; ``npcap``: an already loaded :class:`.Npcap`."""
+    if npcap is None:
+        from .npcap import Npcap
 
-    return names.interfaces(pcap_devices(Npcap()), adapters())
+        npcap = Npcap()
+    return names.interfaces(pcap_devices(npcap), adapters())
 
 
 def rows(table: list[names.Interface]) -> list[dict[str, Any]]:

@@ -42,6 +42,7 @@ from ..bsd import bpfbuf
 from ..constants import NR_FORWARD
 from ..errors import NetmapError
 from ..kring import KRing, SlotError, clear_buf_changed, distance, gather, scatter
+from ..nic_tx import tx_batch
 from ..region import Region
 from ..ring import Ring
 from . import names
@@ -232,8 +233,6 @@ class NpcapQueue:
                           "Port.poll() (it sleeps on the capture's event)")
 
     def txsync(self, kring: KRing, head: int) -> None:
-        from ..linux.xdp_queue import tx_batch
-
         ring, n = kring.ring, kring.num_slots
         hwcur = kring.hwcur
         if head != hwcur:
