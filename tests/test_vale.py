@@ -561,3 +561,12 @@ def test_bridge_between_a_pipe_and_a_switch(sw) -> None:
             br.wait(20)
         except subprocess.TimeoutExpired:
             br.kill()
+
+
+def test_a_receiver_corrupting_its_slots_cannot_hurt_a_sender(sw) -> None:
+    a, b = sw("a"), sw("b")
+    r = b.rx_rings[0]
+    r.slots["buf_idx"][:] = 10**6  # out of b's region: the sender must not index it
+    send(a, [frame(BCAST, A)] * 3)  # no exception: delivered into reserved buffer 0
+    b.rxsync()
+    assert (r.tail - r.head) % r.num_slots == 3
