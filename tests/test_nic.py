@@ -163,16 +163,16 @@ def _pktgen(ns: str, *args: str, env: dict | None = None) -> subprocess.Popen:
                             env={**os.environ, **(env or {})})
 
 
-def test_pktgen_txseq_into_rxseq_on_veth(veth: netns.VethPair, engine: str) -> None:
-    n = 20000
-    env = {"PYNETMAP_ENGINE": engine}
-    rx = _pktgen(veth.ns_b, "-f", "rxseq", "-i", f"netmap:{veth.if_b}", "-n", str(n),
-                 "-T", "100", env=env)
+def txseq_into_rxseq(rx_ns: str, rx_if: str, rx_env: dict, tx_ns: str, tx_if: str,
+                     tx_env: dict, n: int = 20000) -> None:
+    """pkt-gen rxseq waits for ``n`` frames of a txseq stream paced at 20 kpps: all, in order."""
+    rx = _pktgen(rx_ns, "-f", "rxseq", "-i", f"netmap:{rx_if}", "-n", str(n), "-T", "100",
+                 env=rx_env)
     procs = [rx]
     try:
         time.sleep(1.5)  # the receiver's port is open before the first frame
-        tx = _pktgen(veth.ns_a, "-f", "txseq", "-i", f"netmap:{veth.if_a}", "-R", "20000",
-                     env=env)  # txseq ignores -n, as netmap's: stopped with SIGINT below
+        tx = _pktgen(tx_ns, "-f", "txseq", "-i", f"netmap:{tx_if}", "-R", "20000",
+                     env=tx_env)  # txseq ignores -n, as netmap's: stopped with SIGINT below
         procs.append(tx)
         rx_out, rx_err = rx.communicate(timeout=60)
         tx.send_signal(signal.SIGINT)
@@ -186,6 +186,11 @@ def test_pktgen_txseq_into_rxseq_on_veth(veth: netns.VethPair, engine: str) -> N
     assert rx.returncode == 0, rx_err
     assert re.search(rf"Received {n} packets", rx_out), rx_out
     assert "rxseq: 0 gaps, 0 out of order, 0 too short" in rx_err, rx_err
+
+
+def test_pktgen_txseq_into_rxseq_on_veth(veth: netns.VethPair, engine: str) -> None:
+    env = {"PYNETMAP_ENGINE": engine}
+    txseq_into_rxseq(veth.ns_b, veth.if_b, env, veth.ns_a, veth.if_a, env)
 
 
 def test_stale_program_of_a_killed_process_is_replaced(veth: netns.VethPair) -> None:

@@ -24,7 +24,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_nic import TIMEOUT, _open_error, _pktgen, _send_all  # the NIC tests' helpers
+from test_nic import (  # the NIC tests' helpers
+    TIMEOUT,
+    _open_error,
+    _pktgen,
+    _send_all,
+    txseq_into_rxseq,
+)
 
 import pynetmap
 from pynetmap import libpcap
@@ -180,27 +186,8 @@ def test_pktgen_tx_exact_count_at_the_peer(veth: netns.VethPair) -> None:
 
 def test_pktgen_rxseq_of_a_paced_stream(veth: netns.VethPair) -> None:
     """B sends a sequence at 20 kpps (AF_PACKET); pkt-gen rxseq on pcap gets all, in order."""
-    n = 20000
-    rx = _pktgen(veth.ns_a, "-f", "rxseq", "-i", f"netmap:{veth.if_a}", "-n", str(n),
-                 "-T", "100", env=PCAP)
-    procs = [rx]
-    try:
-        time.sleep(1.5)  # the receiver's port is open before the first frame
-        tx = _pktgen(veth.ns_b, "-f", "txseq", "-i", f"netmap:{veth.if_b}", "-R", "20000",
-                     env={"PYNETMAP_ENGINE": "packet"})  # txseq ignores -n: SIGINT below
-        procs.append(tx)
-        rx_out, rx_err = rx.communicate(timeout=60)
-        tx.send_signal(signal.SIGINT)
-        tx_out, tx_err = tx.communicate(timeout=20)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert rx.returncode == 0, rx_err
-    assert tx.returncode == 0, tx_err
-    assert re.search(rf"Received {n} packets", rx_out), rx_out
-    assert "rxseq: 0 gaps, 0 out of order, 0 too short" in rx_err, rx_err
+    txseq_into_rxseq(veth.ns_a, veth.if_a, PCAP, veth.ns_b, veth.if_b,
+                     {"PYNETMAP_ENGINE": "packet"})
 
 
 def _move_into(pair: netns.VethPair, ns: str, name: str) -> None:

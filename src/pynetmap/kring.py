@@ -407,6 +407,26 @@ def scatter(column: np.ndarray, a: int, values: np.ndarray, n: int) -> None:
         at += s.stop - s.start
 
 
+def rx_free_rows(kring: KRing, head: int) -> tuple[int, np.ndarray]:
+    """The start of a copying RX engine's rxsync: release ``[hwcur, head)``, then
+    return ``hwtail`` and the buffer indices of the slots it may fill, checked.
+
+    A bad index (the user swapped one into a slot it released) raises
+    :class:`SlotError` before the engine takes any packet, so none is lost.
+    """
+    ring, n = kring.ring, kring.num_slots
+    hwcur = kring.hwcur
+    if head != hwcur:
+        clear_buf_changed(ring.slot_flags, hwcur, head, n)
+        kring.hwcur = hwcur = head
+    hwtail = kring.hwtail
+    end = (hwcur - 1) % n
+    rows = gather(ring.slot_buf_idx, hwtail, end, n)
+    if len(rows) and (rows.min() < 2 or rows.max() >= kring.nbufs):
+        raise SlotError(f"slots {hwtail}..{end} hold an invalid buffer")
+    return hwtail, rows
+
+
 def clear_buf_changed(flags: np.ndarray, a: int, b: int, n: int) -> None:
     """Clear ``NS_BUF_CHANGED`` in the circular range ``[a, b)`` of a ring's flags."""
     for s in spans(a, b, n):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kring import KRing, SlotError, clear_buf_changed, distance, gather, scatter
+from .kring import KRing, clear_buf_changed, rx_free_rows, scatter
 from .libpcap import Capture
 from .nic_tx import tx_batch
 from .region import Region
@@ -71,19 +71,10 @@ class PcapQueue:
 
     def rxsync(self, kring: KRing, head: int) -> None:
         ring, n = kring.ring, kring.num_slots
-        hwcur = kring.hwcur
-        if head != hwcur:
-            clear_buf_changed(ring.slot_flags, hwcur, head, n)
-            kring.hwcur = hwcur = head
-        hwtail = kring.hwtail
-        room = n - 1 - distance(hwcur, hwtail, n)
+        hwtail, rows = rx_free_rows(kring, head)
+        room = len(rows)
         if not room:
             return
-        rows = gather(ring.slot_buf_idx, hwtail, (hwtail + room) % n, n)
-        if rows.min() < 2 or rows.max() >= self.nbufs:
-            # the user swapped a bad buffer into a slot it had released; checked before
-            # libpcap hands over packets, so none is lost
-            raise SlotError(f"slots {hwtail}..{(hwtail + room) % n} hold an invalid buffer")
         offs, caps = self.cap.dispatch(room)
         got = len(offs)
         if not got:

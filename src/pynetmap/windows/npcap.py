@@ -41,7 +41,7 @@ import numpy as np
 from ..bsd import bpfbuf
 from ..constants import NR_FORWARD
 from ..errors import NetmapError
-from ..kring import KRing, SlotError, clear_buf_changed, distance, gather, scatter
+from ..kring import KRing, clear_buf_changed, rx_free_rows, scatter
 from ..nic_tx import tx_batch
 from ..region import Region
 from ..ring import Ring
@@ -253,17 +253,10 @@ class NpcapQueue:
         ring, n = kring.ring, kring.num_slots
         if ring.flags & NR_FORWARD:
             raise NetmapError(errno.EOPNOTSUPP, f"{self.device}: {FORWARD_REFUSED}")
-        hwcur = kring.hwcur
-        if head != hwcur:
-            clear_buf_changed(ring.slot_flags, hwcur, head, n)
-            kring.hwcur = hwcur = head
-        hwtail = kring.hwtail
-        room = n - 1 - distance(hwcur, hwtail, n)
+        hwtail, rows = rx_free_rows(kring, head)
+        room = len(rows)
         if not room:
             return
-        rows = gather(ring.slot_buf_idx, hwtail, (hwtail + room) % n, n)
-        if rows.min() < 2 or rows.max() >= self.nbufs:
-            raise SlotError(f"slots {hwtail}..{(hwtail + room) % n} hold an invalid buffer")
         if not len(self.backlog):
             got = self.npcap.receive(self.p, self.reader)
             self.backlog = bpfbuf.parse(self.rbuf, got, bpfbuf.NPCAP)
