@@ -317,8 +317,8 @@ def test_error_zerocopy_unsupported_by_the_driver(veth: netns.VethPair) -> None:
                    "not supported by this driver (ask for copy mode or auto)")
 
 
-def test_bad_slots_never_reach_the_wire(veth: netns.VethPair, engine: str) -> None:
-    before = veth.link_stats("b")
+def bad_slot_errors(veth: netns.VethPair, engine: str) -> list[str]:
+    """Submit five invalid slots one by one on ``veth.if_a``: each sync's error."""
 
     def body() -> list[str]:
         errors = []
@@ -339,7 +339,12 @@ def test_bad_slots_never_reach_the_wire(veth: netns.VethPair, engine: str) -> No
                 r.slots[i] = (r.slots["buf_idx"][r.next(i)], 60, 0, 0)
         return errors
 
-    errors = netns.call(veth.ns_a, body, timeout=15)
+    return netns.call(veth.ns_a, body, timeout=15)
+
+
+def test_bad_slots_never_reach_the_wire(veth: netns.VethPair, engine: str) -> None:
+    before = veth.link_stats("b")
+    errors = bad_slot_errors(veth, engine)
     after = veth.link_stats("b")
     assert len(errors) == 5 and "accepted" not in errors, errors
     assert "NS_MOREFRAG" in errors[-1]

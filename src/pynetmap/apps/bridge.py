@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import getopt
 import select
-import signal
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -44,6 +42,7 @@ from ..ring import Ring
 from ..wake import wait_any
 from .pktgen import report
 from .pktgen.options import UsageError, number  # pkt-gen's command-line rules
+from .stopping import stop_on_sigint
 
 GETOPT = "hb:ci:vw:LT:"
 LONG = ["duration="]
@@ -414,33 +413,20 @@ def main(argv: list[str] | None = None) -> int:
     zerocopy = cfg.zerocopy and pa.mem_id == pb.mem_id
     report.log("main", 292, f"------- zerocopy {'' if zerocopy else 'NOT '}supported")
     bridge = Bridge(pa, pb, cfg.burst, zerocopy, cfg.verbose)
-    old = signal.getsignal(signal.SIGINT)
-    if old is None:  # set outside Python; Python's own is the best we can restore
-        old = signal.default_int_handler
-
-    def sigint(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, old)  # a second Ctrl-C acts as usual, as netmap's
-        bridge.stop()
-
-    try:
-        signal.signal(signal.SIGINT, sigint)
-        installed = True
-    except ValueError:  # not the main thread: the caller stops us another way
-        installed = False
     start = time.monotonic()
-    try:
-        report.log("main", 299, f"Wait {cfg.wait_link} secs for link to come up...")
-        bridge.sleep(cfg.wait_link)
-        report.log("main", 301, f"Ready to go, {pa.name} 0x{_first(pa)}/{pa.num_rx_rings} <-> "
-                                f"{pb.name} 0x{_first(pb)}/{pb.num_rx_rings}.")
-        start = time.monotonic()
-        bridge.run(cfg.duration)
-    finally:
-        if installed:
-            signal.signal(signal.SIGINT, old)
-        bridge.close()
-        pb.close()
-        pa.close()
+    with stop_on_sigint(bridge.stop):
+        try:
+            report.log("main", 299, f"Wait {cfg.wait_link} secs for link to come up...")
+            bridge.sleep(cfg.wait_link)
+            report.log("main", 301, f"Ready to go, {pa.name} 0x{_first(pa)}/"
+                                    f"{pa.num_rx_rings} <-> {pb.name} 0x{_first(pb)}/"
+                                    f"{pb.num_rx_rings}.")
+            start = time.monotonic()
+            bridge.run(cfg.duration)
+        finally:
+            bridge.close()
+            pb.close()
+            pa.close()
     sys.stdout.write(bridge.summary(time.monotonic() - start))
     sys.stdout.flush()
     return 0

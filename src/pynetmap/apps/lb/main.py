@@ -5,7 +5,6 @@ from __future__ import annotations
 import getopt
 import json
 import select
-import signal
 import socket
 import sys
 import time
@@ -21,6 +20,7 @@ from ...port import POLLIN, POLLOUT, Port, RingError
 from ...wake import wait_any
 from ..pktgen import report
 from ..pktgen.options import UsageError, number
+from ..stopping import stop_on_sigint
 from .balancer import Balancer, Group, OutPipe
 
 GETOPT = "hi:p:b:B:s:o:w:WT:"
@@ -407,32 +407,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(USAGE)
         return 0
     lb = LoadBalancer(cfg)
-    old = signal.getsignal(signal.SIGINT)
-    if old is None:
-        old = signal.default_int_handler
-
-    def sigint(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, old)  # a second Ctrl-C acts as usual, as netmap's
-        lb.stop()
-
-    try:
-        signal.signal(signal.SIGINT, sigint)
-        installed = True
-    except ValueError:  # not the main thread: the caller stops us another way
-        installed = False
-    try:
+    with stop_on_sigint(lb.stop):
         try:
-            lb.open()
-        except (NetmapError, UsageError) as e:
-            report.log("main", 738, str(e) if isinstance(e, UsageError) else
-                       (e.strerror or str(e)))
-            return 1
-        lb.sleep(cfg.wait_link)
-        lb.run(cfg.duration)
-    finally:
-        if installed:
-            signal.signal(signal.SIGINT, old)
-        lb.close()
+            try:
+                lb.open()
+            except (NetmapError, UsageError) as e:
+                report.log("main", 738, str(e) if isinstance(e, UsageError) else
+                           (e.strerror or str(e)))
+                return 1
+            lb.sleep(cfg.wait_link)
+            lb.run(cfg.duration)
+        finally:
+            lb.close()
     sys.stdout.write(lb.summary())
     sys.stdout.flush()
     return 0

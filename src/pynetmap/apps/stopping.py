@@ -1,0 +1,33 @@
+"""Ctrl-C for netmap's long-running tools (bridge, lb): the first one stops the
+loop cleanly (the tool then prints its summary and closes its ports), a
+second one acts as usual, as in netmap's C tools."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def stop_on_sigint(stop: Callable[[], None]) -> Iterator[None]:
+    """Call ``stop()`` on the first SIGINT inside the block; restore the handler after."""
+    old = signal.getsignal(signal.SIGINT)
+    if old is None:  # set outside Python; Python's own is the best we can restore
+        old = signal.default_int_handler
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, old)  # a second Ctrl-C acts as usual
+        stop()
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+        installed = True
+    except ValueError:  # not the main thread: the caller stops the loop another way
+        installed = False
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGINT, old)
