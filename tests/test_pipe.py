@@ -375,3 +375,23 @@ def test_wraparound_batches():
             b.rxsync()
             a.txsync()
         assert got == expect and sent == received > 100
+
+
+def test_poll_spin_adapts_to_the_peers_pace() -> None:
+    """A wake-up soon after sleeping makes the next spin cover it; idle resets it."""
+    name = f"spin{os.getpid()}"
+    with pynetmap.open(f"netmap:{name}{{0") as p, pynetmap.open(f"netmap:{name}}}0"):
+        assert p._spin_now == p.spin_us == 50
+        p._learn_spin(300e-6, slept=True)  # woken 300 µs after sleeping: spin 600 µs next
+        assert p._spin_now == 600
+        p._learn_spin(100e-6, slept=True)  # a quicker wake-up never shrinks it at once
+        assert p._spin_now == 600
+        p._learn_spin(10e-6, slept=False)  # found while spinning: shrink slowly
+        assert p._spin_now == pytest.approx(588)
+        p._learn_spin(0.9e-3, slept=True)  # capped at spin_max_us
+        assert p._spin_now == p.spin_max_us == 1000
+        p._learn_spin(5e-3, slept=True)  # a long wait: an idle peer, back to spin_us
+        assert p._spin_now == 50
+        p._learn_spin(300e-6, slept=True)
+        assert p.poll(pynetmap.POLLIN, 0) == 0  # a timeout resets it too
+        assert p._spin_now == 50

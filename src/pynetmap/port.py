@@ -28,6 +28,9 @@ from .objects import walk_list
 from .ring import Ring
 from .wake import MAX_SLEEP, Waiter
 
+#: the adaptive spin's default ceiling: a wake-up later than this means an idle peer
+SPIN_MAX_US = 1000.0
+
 if TYPE_CHECKING:
     from .adapter import Adapter
 
@@ -91,10 +94,14 @@ class Port:
         self._doorbell = adapter.doorbell
         self._kernel = adapter.kernel_sync
         self._next_hup_check = 0.0
-        #: poll() re-syncs for this long before it sleeps: waking a sleeper
-        #: costs a system call on each side, a short spin usually finds the
-        #: next batch of a busy peer first.  0 sleeps at once.
+        #: poll() re-syncs for at least this long before it sleeps: waking a
+        #: sleeper costs a system call on each side and a scheduler round trip,
+        #: and a spin often finds the next batch of a busy peer first.  0 sleeps
+        #: at once (and turns the adaptive spin off); ``math.inf`` never sleeps.
         self.spin_us: float = 50
+        #: the adaptive spin's ceiling (see :meth:`poll`)
+        self.spin_max_us: float = SPIN_MAX_US
+        self._spin_now: float = 50  # the spin that covers this peer's pace, learnt
         self.closed = False
         self._pid = os.getpid()  # the process that opened it (and closes it at exit)
         _open_ports.add(self)
@@ -195,10 +202,12 @@ class Port:
         """
         want_tx = bool(events & (POLLOUT | POLLWRNORM))
         want_rx = bool(events & (POLLIN | POLLRDNORM))
-        deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+        start = time.monotonic()
+        deadline = None if timeout_ms < 0 else start + timeout_ms / 1000
         armed: list = []
         armed_at = -1  # waiter.consumed when the rings were armed
         spin_until = None
+        slept = False
         waiter = self._waiter
         try:
             while True:
@@ -230,11 +239,14 @@ class Port:
                     if self.adapter.peer_gone():
                         revents |= POLLHUP
                 if revents:
+                    self._learn_spin(now - start, slept)
                     return revents
                 if deadline is not None and now >= deadline:
+                    self._spin_now = self.spin_us
                     return 0
                 if spin_until is None:
-                    spin_until = now + self.spin_us / 1e6
+                    spin = self.spin_us and max(self.spin_us, self._spin_now)
+                    spin_until = now + spin / 1e6
                 if now < spin_until:
                     continue  # a busy peer publishes soon: cheaper than sleeping
                 left = MAX_SLEEP if deadline is None else deadline - now
@@ -250,9 +262,29 @@ class Port:
                     armed_at = waiter.consumed
                     continue
                 waiter.sleep(left, self._all_k)
+                slept = True
         finally:
             if armed:
                 waiter.disarm(armed)
+
+    def _learn_spin(self, waited_s: float, slept: bool) -> None:
+        """Adapt the spin to the peer's pace (what makes netmap's defaults fast here).
+
+        A peer that streams publishes a batch every few hundred µs: a wait
+        that a wake-up ended within ``spin_max_us`` makes the spin cover
+        twice that wait next time, so both sides stop paying a sleep and a
+        wake-up per batch.  A wait found while spinning lets the spin shrink
+        slowly (the pace may have quickened); a longer wait (an idle peer) or
+        a timeout goes back to ``spin_us`` at once, so an idle port does not
+        burn a core.
+        """
+        waited = waited_s * 1e6
+        if not slept:
+            self._spin_now = max(self.spin_us, self._spin_now * 0.98)
+        elif waited < self.spin_max_us:
+            self._spin_now = min(self.spin_max_us, max(self._spin_now, 2 * waited))
+        else:
+            self._spin_now = self.spin_us
 
     def arm(self, events: int = POLLIN) -> int:
         """Prepare to wait on :meth:`fileno` from an event loop (selectors, asyncio).
