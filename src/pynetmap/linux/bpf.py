@@ -15,6 +15,11 @@ to the host stack (``XDP_PASS``) or are dropped.
 The program is named :data:`PROG_NAME` and its map ``pnm_xsk_<pid>``: an XDP program
 stays attached after its process dies, and these names let a later process recognise a
 program left by a crashed pynetmap (see :mod:`pynetmap.linux.xdp_attach`).
+
+Longer programs are written with :class:`Asm` (named opcodes, labels for forward
+jumps); :class:`XdpLiveRun` runs a loaded XDP program on frames the kernel builds from
+a template and transmits (``BPF_PROG_RUN`` with ``BPF_F_TEST_XDP_LIVE_FRAMES``, Linux
+5.18), which is how :mod:`pynetmap.linux.live` sends without any socket.
 """
 
 from __future__ import annotations
@@ -35,14 +40,19 @@ BPF_MAP_CREATE = 0
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_PROG_LOAD = 5
+BPF_PROG_TEST_RUN = 10  # alias BPF_PROG_RUN
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 
+BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_XSKMAP = 17
+BPF_F_MMAPABLE = 1 << 10
 BPF_PROG_TYPE_XDP = 6
 BPF_FUNC_redirect_map = 51
 BPF_PSEUDO_MAP_FD = 1
+BPF_PSEUDO_MAP_VALUE = 2
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 BPF_OBJ_NAME_LEN = 16
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -143,6 +153,22 @@ def create_xskmap(max_entries: int, name: str | None = None) -> int:
         raise _bpf_error(e, "BPF_MAP_CREATE") from None
 
 
+def create_array_map(value_size: int, name: str, mmapable: bool = True) -> int:
+    """Create a one-entry ``BPF_MAP_TYPE_ARRAY``; returns its fd.
+
+    One entry lets a program address the value directly (``BPF_PSEUDO_MAP_VALUE``, no
+    helper call per frame); ``mmapable`` lets user space read it as memory, so a
+    report costs no system call.
+    """
+    attr = _MapCreate(map_type=BPF_MAP_TYPE_ARRAY, key_size=4, value_size=value_size,
+                      max_entries=1, map_flags=BPF_F_MMAPABLE if mmapable else 0,
+                      map_name=name.encode()[:BPF_OBJ_NAME_LEN - 1])
+    try:
+        return bpf(BPF_MAP_CREATE, attr)
+    except OSError as e:
+        raise _bpf_error(e, "BPF_MAP_CREATE") from None
+
+
 def map_update(map_fd: int, key: int, value: int) -> None:
     """``map[key] = value`` for a map of u32 -> u32 (an XSKMAP takes a socket fd)."""
     k, v = ctypes.c_uint32(key), ctypes.c_uint32(value)
@@ -180,6 +206,63 @@ def xsk_redirect_insns(map_fd: int, fallback: int = XDP_PASS) -> bytes:
         _insn(0x85, imm=BPF_FUNC_redirect_map),           # call bpf_redirect_map
         _insn(0x95),                                      # exit
     ))
+
+
+class Asm:
+    """A BPF program being written: named opcodes, and labels for forward jumps.
+
+    Opcodes are the kernel's encoding (class | operation | source); the names below
+    are the ones this project's programs use.  ``jump`` records a label whose offset
+    is resolved by :meth:`code`, so a program reads top to bottom without counted
+    offsets.
+    """
+
+    # ALU64 (BPF_ALU64 | op | BPF_K or BPF_X)
+    ADD_K, ADD_X, AND_K, RSH_K, XOR_K = 0x07, 0x0F, 0x57, 0x77, 0xA7
+    MOV_K, MOV_X = 0xB7, 0xBF
+    MOV32_K = 0xB4  # 32-bit: zero-extends, so an unsigned 32-bit constant stays one
+    BE = 0xDC  # BPF_ALU | BPF_END | BPF_TO_BE: imm = 16/32/64, to network order
+    # memory: LDX/STX | BPF_MEM | size
+    LDX_W, LDX_DW = 0x61, 0x79
+    STX_H, STX_W, STX_DW = 0x6B, 0x63, 0x7B
+    # jumps: BPF_JMP (64-bit) and BPF_JMP32 (the low 32 bits, immediate unsigned)
+    JA, JGT_X, JGE_X, JNE_K, JNE32_K = 0x05, 0x2D, 0x3D, 0x55, 0x56
+    CALL, EXIT = 0x85, 0x95
+
+    def __init__(self) -> None:
+        self._insns: list[bytes | tuple[int, int, int, str, int]] = []
+        self._labels: dict[str, int] = {}
+
+    def op(self, code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> None:
+        """One instruction."""
+        self._insns.append(_insn(code, dst, src, off, imm))
+
+    def jump(self, code: int, label: str, dst: int = 0, src: int = 0, imm: int = 0) -> None:
+        """A conditional (or ``JA``) jump to ``label``, defined later or earlier."""
+        self._insns.append((code, dst, src, label, imm))
+
+    def label(self, name: str) -> None:
+        """Name the next instruction."""
+        if name in self._labels:
+            raise ValueError(f"label {name!r} defined twice")
+        self._labels[name] = len(self._insns)
+
+    def ld_map_value(self, dst: int, map_fd: int, offset: int = 0) -> None:
+        """``dst = &map[0] + offset`` (a 64-bit load the kernel resolves; one-entry arrays)."""
+        self.op(0x18, dst=dst, src=BPF_PSEUDO_MAP_VALUE, imm=map_fd)
+        self.op(0x00, imm=offset)
+
+    def code(self) -> bytes:
+        """The instructions, jumps resolved (an offset counts from the next instruction)."""
+        out = []
+        for i, ins in enumerate(self._insns):
+            if isinstance(ins, tuple):
+                code, dst, src, label, imm = ins
+                if label not in self._labels:
+                    raise ValueError(f"jump to undefined label {label!r}")
+                ins = _insn(code, dst, src, self._labels[label] - i - 1, imm)
+            out.append(ins)
+        return b"".join(out)
 
 
 def prog_load_xdp(insns: bytes, name: str = PROG_NAME, license: bytes = LICENSE) -> int:
@@ -346,3 +429,53 @@ class XskProgram:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _TestRun(ctypes.Structure):
+    # the ``test`` member of union bpf_attr (BPF_PROG_RUN), up to batch_size (5.18)
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32)]
+
+
+class _XdpMd(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint32) for n in ("data", "data_end", "data_meta",
+                                              "ingress_ifindex", "rx_queue_index",
+                                              "egress_ifindex")]
+
+
+class XdpLiveRun:
+    """Run an XDP program on live frames: the kernel's packet generator.
+
+    Each :meth:`run` makes the kernel build ``repeat`` frames from ``frame`` (in a page
+    pool: a page is initialised once and then recycled, so what a program wrote into
+    a frame is still there when the page comes back -- a program that varies fields
+    must write them all, every time), run the program on each as if it had arrived on
+    ``ifindex``, and act on its verdict: ``XDP_TX`` transmits the frame out of that
+    interface, flushed every ``batch_size`` frames.  No copy of the frame is made per
+    call beyond the kernel's page set-up, and the GIL is released during the call, so
+    threads run their own ``XdpLiveRun`` in parallel.
+    """
+
+    def __init__(self, prog_fd: int, frame: bytes, ifindex: int, batch_size: int = 0) -> None:
+        self._data = ctypes.create_string_buffer(bytes(frame), len(frame))
+        self._ctx = _XdpMd(data_end=len(frame), ingress_ifindex=ifindex)
+        self._attr = _TestRun(prog_fd=prog_fd, data_size_in=len(frame),
+                              data_in=ctypes.addressof(self._data),
+                              ctx_size_in=ctypes.sizeof(self._ctx),
+                              ctx_in=ctypes.addressof(self._ctx),
+                              flags=BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=batch_size)
+
+    def run(self, repeat: int) -> None:
+        """Run the program ``repeat`` times (at least once); ``OSError`` as the kernel says.
+
+        A signal interrupts the call with ``EINTR`` after some frames: the program's own
+        count is then the only exact figure of what went.
+        """
+        self._attr.repeat = repeat
+        bpf(BPF_PROG_TEST_RUN, self._attr)

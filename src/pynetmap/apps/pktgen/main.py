@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from ... import open as nm_open
 from . import options as O
 from . import report
 from .frames import FrameSource, pcap_part
+from .live import LiveRun, live_queues
 from .workers import (
     BYTES,
     DONE,
@@ -79,9 +81,11 @@ class Run:
         self.worker: Worker | None = None  # the -p 1 worker, for ping's statistics
         #: when the workers were started: the first report's interval begins here
         self.t0 = 0.0
+        #: called by the report loop before it reads the counters (--live: the kernel's)
+        self.refresh: Callable[[], None] | None = None
 
     # -- start-up ------------------------------------------------------------------------
-    def _notes(self, port: Port) -> list[str]:
+    def _notes(self) -> list[str]:
         cfg = self.cfg
         notes = list(cfg.notes)
         for bit, text in _NO_EFFECT.items():
@@ -116,6 +120,8 @@ class Run:
 
     def _run(self) -> int:
         cfg = self.cfg
+        if cfg.live:
+            return self._run_live()
         if cfg.options & O.OPT_INDIRECT and not cfg.ifname.startswith("vale"):
             report.log("main", 2990, f"-I (NS_INDIRECT) needs a VALE port; {cfg.ifname} is "
                        "not one")
@@ -148,7 +154,7 @@ class Run:
                        f"{info.max_frame} bytes, on {cfg.ifname} ({info.kind} ports take no "
                        "multi-slot packets yet)")
             return 1
-        for note in self._notes(port) + frames.notes:
+        for note in self._notes() + frames.notes:
             report.log("main", 2985, note)
         nq = len(rings)
         if cfg.nthreads > nq:  # a worker without a ring would fail and the rest run on
@@ -167,20 +173,11 @@ class Run:
                        f"{len(port.rx_rings)} rx rings of {rings[0].num_slots if rings else 0} "
                        f"slots, buffers of {(rings or port.tx_rings)[0].buf_size} bytes, "
                        f"memory region {port.mem_id}")
-        self.out.write(report.startup_lines(
-            cfg.function, cfg.ifname, nq, cfg.nthreads, cfg.cpus,
-            cfg.src or frames.src.text or _addr(frames.src),
-            cfg.dst or frames.dst.text or _addr(frames.dst), cfg.src_mac, cfg.dst_mac,
-            cfg.replay if frames.table is not None and cfg.replay else "",
-            len(frames.table) if frames.table is not None else 0))
-        self.out.flush()
+        self._announce(frames, nq)
         if cfg.function in SENDERS and frames.frags > 1:
             report.log("sender_body", 1555, f"frags {frames.frags} frag_size "
                        f"{frames.frag_size}")
-        if cfg.wait_link:
-            report.log("main", 3120, f"Wait {cfg.wait_link} secs for phy reset")
-            self.interrupted.wait(cfg.wait_link)
-        if self.interrupted.is_set():  # Ctrl-C before the start: nothing was moved
+        if not self._wait_link():  # Ctrl-C before the start: nothing was moved
             port.close()
             self._summary()
             return 0
@@ -208,6 +205,52 @@ class Run:
             self._merge_pcap()
         self._summary()
         return 0
+
+    def _announce(self, frames: FrameSource, nq: int) -> None:
+        """The start-up lines (stdout, or stderr with --json)."""
+        cfg = self.cfg
+        self.out.write(report.startup_lines(
+            cfg.function, cfg.ifname, nq, cfg.nthreads, cfg.cpus,
+            cfg.src or frames.src.text or _addr(frames.src),
+            cfg.dst or frames.dst.text or _addr(frames.dst), cfg.src_mac, cfg.dst_mac,
+            cfg.replay if frames.table is not None and cfg.replay else "",
+            len(frames.table) if frames.table is not None else 0))
+        self.out.flush()
+
+    def _wait_link(self) -> bool:
+        """-w: wait before starting; False when Ctrl-C came meanwhile."""
+        if self.cfg.wait_link:
+            report.log("main", 3120, f"Wait {self.cfg.wait_link} secs for phy reset")
+            self.interrupted.wait(self.cfg.wait_link)
+        return not self.interrupted.is_set()
+
+    def _run_live(self) -> int:
+        """--live: the kernel sends (pktgen/live.py); the same lines, reports and summary."""
+        lr = LiveRun(self)
+        try:
+            frames = lr.open()
+        except (NetmapError, OSError, ValueError) as e:
+            report.log("main", 3005, f"--live on {lr.ifname}: {e}")
+            return 1
+        try:
+            for note in self._notes() + frames.notes:
+                report.log("main", 2985, note)
+            self._announce(frames, live_queues(lr.ifname))
+            if not self._wait_link():
+                self._summary()
+                return 0
+            report.log("main", 3123, "Ready...")
+            self.t0 = time.time()
+            lr.start()
+            self._report_loop()
+            for w in self.workers:
+                w.join()
+        finally:
+            lr.close()
+        for note in lr.notes():
+            report.log("main", 2985, note)
+        self._summary()
+        return 1 if lr.error is not None else 0
 
     def _merge_pcap(self) -> None:
         """-p N --pcap-out: append the workers' parts to the file, in worker order."""
@@ -271,6 +314,10 @@ class Run:
             next_t = prev_t + cfg.report_ms / 1000
             while self._alive() and time.time() < next_t:
                 time.sleep(min(0.05, max(0.0, next_t - time.time())))
+                if self.refresh is not None:
+                    self.refresh()
+            if self.refresh is not None:
+                self.refresh()
             alive = self._alive()
             now = time.time()
             usec = int((now - prev_t) * 1e6)

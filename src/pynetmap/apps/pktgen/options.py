@@ -11,10 +11,13 @@ import getopt
 import os
 from dataclasses import dataclass, field
 
+from ...constants import NR_REG_ALL_NIC
+from ...names import PortNameError
+from ...names import parse as parse_name
 from .template import parse_mac
 
 GETOPT = "46a:f:F:Nn:i:Il:d:s:D:S:b:c:o:p:T:w:WvR:XC:H:rP:zZAhBM:"
-LONG = ["json", "replay=", "pcap-out=", "busy", "help"]
+LONG = ["json", "replay=", "pcap-out=", "busy", "live", "help"]
 FUNCTIONS = ("tx", "rx", "ping", "pong", "txseq", "rxseq")
 
 # -o bits
@@ -64,7 +67,12 @@ OPTION_HELP: dict[str, str] = {
     "--replay file": "tx: send all packets of a pcap/pcapng file in order, looping",
     "--pcap-out file": "rx: write received frames to a pcap file",
     "--busy": "never sleep: spin on the rings (lowest latency, one core at 100%)",
+    "--live": "tx on a Linux interface, sent by the kernel (XDP live frames, Linux >= "
+              "5.18); -b is the kernel's batch (default 64, at most 256)",
 }
+#: --live: the kernel builds each frame from one template, so what needs another
+#: frame per packet from user space is refused, by name
+LIVE_BATCH, LIVE_MAX_BATCH = 64, 256
 
 
 class UsageError(Exception):
@@ -105,6 +113,7 @@ class Config:
     replay: str = ""
     pcap_out: str = ""
     busy: bool = False
+    live: bool = False
     help: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -241,6 +250,8 @@ def parse(argv: list[str]) -> Config:
             c.pcap_out = v
         elif o == "--busy":
             c.busy = True
+        elif o == "--live":
+            c.live = True
     if c.help:
         return c
     _finish(c, sizes)
@@ -265,7 +276,7 @@ def _finish(c: Config, sizes: list[int]) -> None:
         raise UsageError(f"the minimum size {c.pkt_min_size} (second -l) must be below the "
                          f"size {c.pkt_size} (first -l)")
     if c.burst == 0:
-        c.burst = 1 if c.function in ("ping", "pong") else 512
+        c.burst = 1 if c.function in ("ping", "pong") else LIVE_BATCH if c.live else 512
     if c.burst < 1:
         raise UsageError("burst (-b) must be at least 1")
     if c.wait_link < 0:
@@ -297,9 +308,37 @@ def _finish(c: Config, sizes: list[int]) -> None:
             raise UsageError(f"bad -C {c.geometry!r}") from None
         if not 1 <= len(nums) <= 4:
             raise UsageError(f"bad -C {c.geometry!r}")
+    if c.live:
+        _check_live(c)
     if c.function == "txseq" and c.npkts:
         c.notes.append("Ignoring -n argument")
         c.npkts = 0
+
+
+def _check_live(c: Config) -> None:
+    """--live: a whole Linux interface, tx, and only options the kernel's sender keeps."""
+    if c.function != "tx":
+        raise UsageError(f"--live sends (-f tx); not -f {c.function}")
+    try:
+        spec = parse_name(c.ifname)
+    except PortNameError:
+        spec = None
+    if (spec is None or spec.prefix != "netmap" or spec.pipe_id is not None
+            or spec.mode != NR_REG_ALL_NIC or spec.flags or spec.options):
+        raise UsageError(f"--live sends on a whole Linux interface (-i IFNAME or "
+                         f"netmap:IFNAME); not {c.ifname}")
+    refused = [(c.frags > 1, "-F"), (c.frag_size > 0, "-M"), (c.pkt_min_size > 0, "a second -l"),
+               (c.vnet_hdr > 0, "-H"), (bool(c.geometry), "-C"), (bool(c.replay), "--replay"),
+               (c.busy, "--busy"), (bool(c.options & OPT_INDIRECT), "-I"),
+               (c.dump, "-X"), (bool(c.options & OPT_RUBBISH), "-r"),
+               (bool(c.options & OPT_RANDOM_SRC), "-z"), (bool(c.options & OPT_RANDOM_DST), "-Z"),
+               (bool(c.options & (OPT_COPY | OPT_MEMCPY)), "-o 4/8 (copy)")]
+    names = [name for bad, name in refused if bad]
+    if names:
+        raise UsageError(f"--live does not support {', '.join(names)}: the kernel sends one "
+                         "template with the address/port odometer")
+    if c.burst > LIVE_MAX_BATCH:
+        raise UsageError(f"--live: -b is the kernel's batch, at most {LIVE_MAX_BATCH}")
 
 
 def geometry(c: Config) -> dict[str, int]:
