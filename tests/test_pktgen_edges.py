@@ -272,3 +272,13 @@ def test_replay_startup_line_names_the_file(run, tmp_path):  # noqa: F811
     lines = tx_out.splitlines()
     assert lines[1] == f"3 frames from {src}, sent as captured"
     assert "10.0.0.1" not in tx_out and "10.1.0.1" not in tx_out
+
+
+def test_a_burst_moves_at_most_half_a_ring() -> None:
+    """-b larger than half the ring is cut to half: two halves in flight, no cliff."""
+    from types import SimpleNamespace
+
+    from pynetmap.apps.pktgen.workers import half_ring
+
+    assert [half_ring(SimpleNamespace(num_slots=n)) for n in (1, 2, 1024, 4096)] == [1, 1, 512,
+                                                                                     2048]

@@ -32,7 +32,7 @@ OPTION_HELP: dict[str, str] = {
     "-n count": "packets to send or receive, split over threads (default 0: forever)",
     "-l size": "frame size without CRC, 16..65536 (default 60); a second -l sets the "
                "minimum of random sizes",
-    "-b burst": "packets per ring per round (default 512; 1 for ping/pong)",
+    "-b burst": "packets per ring per round (default 512; 1 for ping/pong; at most half a ring)",
     "-4": "IPv4 (default)",
     "-6": "IPv6",
     "-s range": "source ip[:port][-ip[:port]] (default 10.0.0.1:1234)",
