@@ -570,3 +570,28 @@ def test_a_receiver_corrupting_its_slots_cannot_hurt_a_sender(sw) -> None:
     send(a, [frame(BCAST, A)] * 3)  # no exception: delivered into reserved buffer 0
     b.rxsync()
     assert (r.tail - r.head) % r.num_slots == 3
+
+
+def test_a_sender_killed_mid_batch_leaves_no_ring_locked(sw) -> None:
+    """The ring locks are the kernel's record locks: they go with a killed holder."""
+    r = sw("r", rx_slots=64)  # a small ring: the killed sender is mostly at a full ring
+    loop = (f"import pynetmap\np = pynetmap.open('{sw.switch}:k')\nt = p.tx_rings[0]\n"
+            f"f = b'\\xff' * 6 + bytes(6) + b'\\x08\\x00' + bytes(46)\nprint('up', flush=True)\n"
+            "while True:\n    t.send([f] * 256)\n    p.txsync()\n")
+    proc = subprocess.Popen([sys.executable, "-c", loop], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        time.sleep(0.3)  # a busy sender, killed at a random point of its loop
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    drain(r)
+    check = (f"import pynetmap\np = pynetmap.open('{sw.switch}:s')\n"
+             "p.tx_rings[0].send([b'\\xff' * 6 + bytes(6) + b'\\x08\\x00' + bytes(46)])\n"
+             "p.txsync()\nprint('sent', flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                         timeout=60)  # a lock left held would hang here, not pass
+    assert out.stdout.strip() == "sent", out.stderr
+    assert len(drain(r)) == 1
