@@ -156,7 +156,7 @@ class LiveRun:
             with self._lock:  # one line for the run, from the first worker to fail
                 first, self.error = self.error is None, self.error or e
             if first:
-                report.log("worker", 1950, f"thread {tid}: {e}")
+                report.log("worker", 1950, f"thread {tid}: {reason(e)}")
             cancel.set()
         finally:
             self._count(tid, s.sent)
@@ -176,6 +176,11 @@ class LiveRun:
     def close(self) -> None:
         for s in self.senders:
             s.close()
+
+
+def reason(e: Exception) -> str:
+    """An error's own sentence, without the ``[Errno N]`` of ``str(OSError)``."""
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
 
 
 def live_queues(ifname: str) -> int:

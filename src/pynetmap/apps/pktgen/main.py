@@ -27,7 +27,7 @@ from ... import open as nm_open
 from . import options as O
 from . import report
 from .frames import FrameSource, pcap_part
-from .live import LiveRun, live_queues
+from .live import LiveRun, live_queues, reason
 from .workers import (
     BYTES,
     DONE,
@@ -230,7 +230,7 @@ class Run:
         try:
             frames = lr.open()
         except (NetmapError, OSError, ValueError) as e:
-            report.log("main", 3005, f"--live on {lr.ifname}: {e}")
+            report.log("main", 3005, f"--live on {lr.ifname}: {reason(e)}")
             return 1
         try:
             for note in self._notes() + frames.notes:

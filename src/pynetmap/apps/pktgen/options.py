@@ -337,6 +337,9 @@ def _check_live(c: Config) -> None:
     if names:
         raise UsageError(f"--live does not support {', '.join(names)}: the kernel sends one "
                          "template with the address/port odometer")
+    ncpus = os.cpu_count() or 1
+    if c.nthreads > ncpus:
+        raise UsageError(f"--live: one worker per cpu, have only {ncpus} cpus (-p {c.nthreads})")
     if c.burst > LIVE_MAX_BATCH:
         raise UsageError(f"--live: -b is the kernel's batch, at most {LIVE_MAX_BATCH}")
 
