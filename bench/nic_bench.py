@@ -15,7 +15,10 @@ end of a ``--seconds`` window; Mpps = delta / window.  Peers: pynetmap ``pkt-gen
 with ``PYNETMAP_ENGINE=xdp`` and ``=packet``, trafgen (netsniff-ng, C, one process),
 a Python per-packet AF_PACKET ``send()`` loop, and scapy ``sendp`` (``--scapy-count``
 frames; its own send time is the window).  Ratios are against trafgen, or against the
-per-packet socket when trafgen is missing.
+per-packet socket when trafgen is missing.  ``live`` is ``pkt-gen -f tx --live`` (the
+kernel sends: an XDP program on live frames, docs/pktgen-live.md); veth takes such
+frames only when the peer has NAPI, so its row runs with GRO on at pnm1, and so does
+``trafgen_gro`` (trafgen again, same conditions): their ratio is the fair one.
 
 RX (receiver in A on another core): ``--rx-sender`` in B -- pynetmap ``pkt-gen -f tx``
 over AF_XDP (default, the fastest sender here) or trafgen -- offers the same load to
@@ -67,7 +70,9 @@ FRAME = 60
 SPORT, DPORT = 1234, 9
 #: locally administered, on no interface: B counts these frames and drops them at once
 SINK_MAC = bytes.fromhex("020000000009")
-TX_PEERS = ("xdp", "packet", "trafgen", "socket", "scapy")
+TX_PEERS = ("xdp", "packet", "trafgen", "socket", "scapy", "trafgen_gro", "live")
+#: rows that run with GRO on at pnm1 (veth's NAPI path, needed by XDP-sent frames)
+GRO_PEERS = ("trafgen_gro", "live")
 RX_PEERS = ("xdp", "packet", "socket")
 ETH_P_IP = 0x0800
 SOL_PACKET, PACKET_STATISTICS, PACKET_IGNORE_OUTGOING = 263, 6, 23
@@ -316,14 +321,15 @@ def trafgen_argv(ns: str, ifname: str, conf: str, cpu: int, count: int,
 
 
 def pktgen_argv(pair: netns.VethPair, cpu: int, function: str, count: int,
-                a_to_b: bool = True, rate: int = 0) -> list[str]:
+                a_to_b: bool = True, rate: int = 0, live: bool = False) -> list[str]:
     """pkt-gen on pnm0 in A (``a_to_b``: frames A -> B), or on pnm1 in B (B -> A)."""
     src, dst = (pair.addr_a, pair.addr_b) if a_to_b else (pair.addr_b, pair.addr_a)
     smac, dmac = (pair.mac_a, SINK_MAC) if a_to_b else (pair.mac_b, pair.mac_a)
     in_b = function == "tx" and not a_to_b
     ns, ifname = (pair.ns_b, pair.if_b) if in_b else (pair.ns_a, pair.if_a)
     return in_ns(ns, cpu, sys.executable, "-m", "pynetmap", "pkt-gen",
-                 "-i", f"netmap:{ifname}", "-f", function, "-l", str(FRAME), "-b", "512",
+                 "-i", f"netmap:{ifname}", "-f", function, "-l", str(FRAME),
+                 *(["--live", "-b", "64"] if live else ["-b", "512"]),
                  "-T", "1000", "-w", "1", "-n", str(count),
                  "-s", f"{src}:{SPORT}", "-d", f"{dst}:{DPORT}",
                  "-S", _mac(smac), "-D", _mac(dmac), "--json",
@@ -336,7 +342,9 @@ def run_tx(peer: str, pair: netns.VethPair, a: argparse.Namespace, frame: bytes,
     limit = a.seconds + 30  # seconds, for the senders that take one
     if peer in ("xdp", "packet"):
         proc = Proc(pktgen_argv(pair, a.cpu, "tx", count), env=child_env(PYNETMAP_ENGINE=peer))
-    elif peer == "trafgen":
+    elif peer == "live":
+        proc = Proc(pktgen_argv(pair, a.cpu, "tx", count, live=True), env=child_env())
+    elif peer in ("trafgen", "trafgen_gro"):
         if conf is None:
             raise LookupError("trafgen not installed (apt-get install netsniff-ng)")
         proc = Proc(trafgen_argv(pair.ns_a, pair.if_a, conf, a.cpu, count))
@@ -368,6 +376,16 @@ def run_tx_scapy(pair: netns.VethPair, a: argparse.Namespace, frame: bytes) -> d
 
 
 # -- RX ---------------------------------------------------------------------------------------
+
+def gro(pair: netns.VethPair, on: bool) -> None:
+    """GRO at pnm1 on or off (the pair is made with it off, when ethtool is there)."""
+    if shutil.which("ethtool") is None:
+        if on:
+            raise LookupError("needs ethtool, to turn GRO on at pnm1")
+        return
+    subprocess.run(["ip", "netns", "exec", pair.ns_b, "ethtool", "-K", pair.if_b, "gro",
+                    "on" if on else "off"], check=True, capture_output=True, timeout=10)
+
 
 def rx_cpus(a: argparse.Namespace) -> tuple[int, int]:
     """(sender core, receiver core) for RX.  trafgen's rate mode (-b) has one sender,
@@ -533,12 +551,14 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     print(f"tx {peer} ...", flush=True)
                     try:
+                        gro(pair, peer in GRO_PEERS)
                         tx[peer] = run_tx(peer, pair, a, fwd, conf_fwd)
                     except LookupError as e:
                         tx[peer] = {"missing": str(e)}
                     except (RuntimeError, OSError, subprocess.SubprocessError,
                             ValueError) as e:
                         tx[peer] = {"error": str(e)}
+                gro(pair, False)
                 if "rx" not in skip and not a.no_rps:
                     steer_rx(pair, rx_cpus(a)[1])
                 for peer in RX_PEERS if "rx" not in skip else ():
@@ -569,7 +589,9 @@ def report(a: argparse.Namespace, tx: dict, rx: dict, have_trafgen: bool) -> Non
     base = tx.get(base_name, {}).get("mpps")
     names = {"xdp": "pynetmap pkt-gen (xdp)", "packet": "pynetmap pkt-gen (packet)",
              "trafgen": "trafgen -P 1 (C)", "socket": "Python send() per packet",
-             "scapy": f"scapy sendp (count {a.scapy_count})"}
+             "scapy": f"scapy sendp (count {a.scapy_count})",
+             "trafgen_gro": "trafgen -P 1 (C), GRO on at pnm1",
+             "live": "pynetmap pkt-gen --live, GRO on at pnm1"}
     if tx:
         print(f"\nTX: {FRAME}-byte frames pnm0 (A) -> pnm1 (B), sender on cpu {a.cpu}, "
               f"{a.seconds:g} s, counted at pnm1 rx_packets")
@@ -584,6 +606,10 @@ def report(a: argparse.Namespace, tx: dict, rx: dict, have_trafgen: bool) -> Non
                 rows.append([names[peer], "-", "-", "-",
                              r.get("missing") or "FAILED: " + r["error"]])
         print(table(["sender", "counted", "s", "Mpps", f"x {base_name}"], rows))
+        lv, tg = tx.get("live", {}).get("mpps"), tx.get("trafgen_gro", {}).get("mpps")
+        if lv and tg:
+            tx["live"]["ratio_vs_trafgen_gro"] = lv / tg
+            print(f"pkt-gen --live / trafgen, both with GRO on at pnm1: {lv / tg:.2f}x")
     if rx:
         rate = f"at {a.rx_rate} pps" if a.rx_rate else "as fast as it goes,"
         load = (f"pynetmap pkt-gen tx (xdp) {rate}" if a.rx_sender == "pktgen" else
