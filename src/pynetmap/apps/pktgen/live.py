@@ -88,8 +88,11 @@ class LiveRun:
         odo = odometer(frames.tpl) if frames.table is None else None
         pace = Pace(gap_ns=max(1, round(1e9 / cfg.rate)), depth_ns=PACE_DEPTH_NS) \
             if cfg.rate else None
-        stats = EthtoolStats(self.ifname)
-        if stats.driver == "veth":
+        try:  # veth: watch what its peer takes (other drivers: nothing to watch)
+            stats = EthtoolStats(self.ifname)
+        except NetmapError:
+            stats = None
+        if stats is not None and stats.driver == "veth":
             self.watch = VethWatch(stats)
         try:
             for tid in range(cfg.nthreads):
