@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import netns
 import pytest
@@ -152,14 +153,14 @@ def test_assembler_resolves_labels() -> None:
 # -- on a veth pair --------------------------------------------------------------------------
 
 @pytest.fixture
-def live_veth(_netns_session: None) -> netns.VethPair:
+def live_veth(_netns_session: None) -> Iterator[netns.VethPair]:
     netns.require_privileges(bpf=True)
     if live.kernel_version() < live.MIN_KERNEL:
         pytest.skip(f"needs Linux 5.18 (this is {os.uname().release})")
     if shutil.which("ethtool") is None:
         pytest.skip("needs ethtool (to turn GRO on at the veth peer)")
     with netns.veth_pair() as pair:
-        yield pair  # type: ignore[misc]
+        yield pair
 
 
 def _gro(pair: netns.VethPair, on: bool) -> None:
