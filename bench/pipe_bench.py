@@ -22,11 +22,11 @@ from _common import run_udp, table, write_json
 FRAME = 60
 
 
-def pipe_sender(name: str, batch: int, seconds: float, ready) -> None:
+def pipe_sender(name: str, batch: int, seconds: float, ready, slots: int = 4096) -> None:
     import pynetmap
     from pynetmap import POLLOUT
 
-    with pynetmap.open(f"netmap:{name}{{0@conf:slots=4096") as port:
+    with pynetmap.open(f"netmap:{name}{{0@conf:slots={slots}") as port:
         ring = port.tx_rings[0]
         ring.reserve().fill(bytes(FRAME))  # the buffers hold the frame; resent as netmap does
         ready.wait()
@@ -41,11 +41,11 @@ def pipe_sender(name: str, batch: int, seconds: float, ready) -> None:
             port.txsync()
 
 
-def pipe_receiver(name: str, seconds: float, ready, out) -> None:
+def pipe_receiver(name: str, seconds: float, ready, out, slots: int = 4096) -> None:
     import pynetmap
     from pynetmap import POLLIN
 
-    with pynetmap.open(f"netmap:{name}}}0@conf:slots=4096") as port:
+    with pynetmap.open(f"netmap:{name}}}0@conf:slots={slots}") as port:
         ring = port.rx_rings[0]
         ready.set()
         port.poll(POLLIN, 5000)  # first packet starts the clock
@@ -64,12 +64,13 @@ def pipe_receiver(name: str, seconds: float, ready, out) -> None:
         out.put((got, time.monotonic() - t0))
 
 
-def run_pipe(batch: int, seconds: float) -> float:
+def run_pipe(batch: int, seconds: float, slots: int = 4096) -> float:
+    """Mpps of the bare batch-API loop: sender reserve/advance/txsync, receiver release."""
     ctx = mp.get_context("spawn")
     name = "bench" + uuid.uuid4().hex[:8]
     ready, out = ctx.Event(), ctx.Queue()
-    rx = ctx.Process(target=pipe_receiver, args=(name, seconds, ready, out))
-    tx = ctx.Process(target=pipe_sender, args=(name, batch, seconds, ready))
+    rx = ctx.Process(target=pipe_receiver, args=(name, seconds, ready, out, slots))
+    tx = ctx.Process(target=pipe_sender, args=(name, batch, seconds, ready, slots))
     rx.start()
     tx.start()
     got, dt = out.get(timeout=seconds + 30)

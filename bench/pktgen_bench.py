@@ -25,14 +25,15 @@ import uuid
 
 import numpy as np
 from _common import RX_SUMMARY, mpps, pktgen, run_udp, stop, table, write_json
+from pipe_bench import run_pipe
 
-SLOTS = 4096  # ring size for every row, so bursts up to 2048 fit twice
+SLOTS = 4096  # default ring size for every row, so bursts up to 2048 fit twice
 
 
-def run_tx_rx(size: int, burst: int, seconds: float) -> float:
+def run_tx_rx(size: int, burst: int, seconds: float, slots: int = SLOTS) -> float:
     """Mpps received by ``pkt-gen -f rx`` during ``seconds`` of ``pkt-gen -f tx``."""
     name = f"netmap:pg{uuid.uuid4().hex[:8]}"
-    conf = f"@conf:slots={SLOTS}"
+    conf = f"@conf:slots={slots}"
     rx = pktgen("-f", "rx", "-i", f"{name}{{0{conf}", "-b", str(burst))
     tx = pktgen("-f", "tx", "-i", f"{name}}}0{conf}", "-b", str(burst), "-l", str(size))
     try:
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bursts", default="64,128,256,512,1024,2048")
     ap.add_argument("--probes", type=int, default=20000)
     ap.add_argument("--plot", action="store_true", help="also write a PNG (needs matplotlib)")
+    ap.add_argument("--slots", type=int, default=SLOTS,
+                    help="ring size (netmap's default is 1024)")
+    ap.add_argument("--bare", action="store_true",
+                    help="also the bare batch-API loop (bench/pipe_bench.py) at 60 B, same rings")
     a = ap.parse_args(argv)
     sizes = [int(x) for x in a.sizes.split(",")]
     bursts = [int(x) for x in a.bursts.split(",")]
@@ -109,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for size in sizes:
         for burst in bursts:
-            mpps = run_tx_rx(size, burst, a.seconds)
+            mpps = run_tx_rx(size, burst, a.seconds, a.slots)
             results.append({"size": size, "burst": burst, "mpps": mpps,
                             "gbps": mpps * size * 8 / 1000, "ratio_vs_udp": mpps / udp})
+    bare = {b: run_pipe(b, a.seconds, a.slots) for b in bursts} if a.bare else {}
     pings = [run_ping(a.probes, busy) for busy in (False, True)]
-    print(f"pkt-gen tx -> rx over netmap:P{{0 / P}}0 ({SLOTS} slots), two processes, "
+    print(f"pkt-gen tx -> rx over netmap:P{{0 / P}}0 ({a.slots} slots), two processes, "
           f"{a.seconds:g} s per cell, Mpps counted by rx; loopback UDP per-packet "
           f"baseline (60 B): {udp:.3f} Mpps")
     rows = []
@@ -121,12 +127,18 @@ def main(argv: list[str] | None = None) -> int:
         cells = [r["mpps"] for r in results if r["size"] == size]
         rows.append([size, *cells, max(cells) / udp])
     print(table(["size \\ burst", *map(str, bursts), "best x UDP"], rows))
+    if bare:
+        print()
+        pg = {r["burst"]: r["mpps"] for r in results if r["size"] == 60}
+        print(table(["60 B, burst", "pkt-gen Mpps", "bare batch API Mpps", "pkt-gen / bare"],
+                    [[b, pg.get(b, float("nan")), bare[b], pg.get(b, float("nan")) / bare[b]]
+                     for b in bursts]))
     print()
     print(table(["ping/pong", "median us", "p99 us", "min us"],
                 [["--busy" if p["busy"] else "default", p["median_us"], p["p99_us"],
                   p["min_us"]] for p in pings]))
-    data = {"seconds": a.seconds, "slots": SLOTS, "udp_mpps": udp, "tx_rx": results,
-            "ping_pong": pings}
+    data = {"seconds": a.seconds, "slots": a.slots, "udp_mpps": udp, "tx_rx": results,
+            "bare_mpps": bare, "ping_pong": pings}
     path = write_json("pktgen", data)
     print(f"results: {path}")
     if a.plot:
