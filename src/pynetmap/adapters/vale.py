@@ -96,10 +96,6 @@ _TABLE = _PORTS + _ENTRIES * PE
 _WORDS = _TABLE + TABLE_SIZE
 
 
-def _error(code: int, msg: str) -> NetmapError:
-    return NetmapError(code, msg)
-
-
 def _switch_of(spec: PortSpec) -> tuple[str, str]:
     sw, _, port = spec.name.partition(":")
     return sw, port
@@ -179,8 +175,8 @@ def _switches(state: State) -> dict:
 def _create_switch(state: State, sw: str) -> dict:
     switches = _switches(state)
     if len(switches) >= NM_BRIDGES:
-        raise _error(errno.ENOMEM, f"{sw}: too many VALE switches ({NM_BRIDGES} exist: "
-                     f"{', '.join(sorted(switches))})")
+        raise NetmapError(errno.ENOMEM, f"{sw}: too many VALE switches ({NM_BRIDGES} exist: "
+                          f"{', '.join(sorted(switches))})")
     n = state.setdefault("next_switch", 0)
     state["next_switch"] = n + 1
     name = f"{shm_prefix()}v{n}"
@@ -254,16 +250,16 @@ class ValeAdapter(Adapter):
         super().prepare(spec, conf, kw)
         sw, port = _switch_of(spec)
         if len(sw) >= IFNAMSIZ:
-            raise _error(errno.EINVAL, f"{spec.spec}: switch name {sw!r} is longer than "
-                         f"{IFNAMSIZ - 1} characters")
+            raise NetmapError(errno.EINVAL, f"{spec.spec}: switch name {sw!r} is longer than "
+                              f"{IFNAMSIZ - 1} characters")
         host = spec.mode == NR_REG_SW and attach
         pname = port + ("^" if host else "")
         if len(pname) >= IFNAMSIZ or not re.fullmatch(r"[^\s/:]+", port):
-            raise _error(errno.EINVAL, f"{spec.spec}: port name {pname!r} must be 1.."
-                         f"{IFNAMSIZ - 1} characters without spaces, '/' or ':'")
+            raise NetmapError(errno.EINVAL, f"{spec.spec}: port name {pname!r} must be 1.."
+                              f"{IFNAMSIZ - 1} characters without spaces, '/' or ':'")
         if not attach and _is_os_interface(port):
-            raise _error(errno.EINVAL, f"{spec.spec}: {port} is an interface of the OS; attach "
-                         f"it to the switch with: vale-ctl -a {sw}:{port}")
+            raise NetmapError(errno.EINVAL, f"{spec.spec}: {port} is an interface of the OS; "
+                              f"attach it to the switch with: vale-ctl -a {sw}:{port}")
         extra = conf.get("extra_bufs", 0)
         if not 0 <= extra <= NM_BDG_MAXEXTRA:
             raise ValueError(f"VALE ports take 0..{NM_BDG_MAXEXTRA} extra buffers, got {extra}")
@@ -285,8 +281,8 @@ class ValeAdapter(Adapter):
             record = cls._create_port(state, key, sw, pre["geometry"], mem_id,
                                       conf.get("extra_bufs", 0))
         elif mem_id not in (0, record["mem_id"]):
-            raise _error(errno.EINVAL, f"{spec.spec}: the port lives in memory region "
-                         f"{record['mem_id']}")
+            raise NetmapError(errno.EINVAL, f"{spec.spec}: the port lives in memory region "
+                              f"{record['mem_id']}")
         return Found(key, record, "port", R.attach(state, record["mem_id"]))
 
     @classmethod
@@ -295,7 +291,7 @@ class ValeAdapter(Adapter):
         ntx, nrx, txs, rxs = geom
         srec = _switches(state).get(sw) or _create_switch(state, sw)
         if srec["active"] + 2 >= NM_BDG_MAXPORTS:
-            raise _error(errno.ENOMEM, f"{key}: bridge full ({srec['active']} ports on {sw})")
+            raise NetmapError(errno.ENOMEM, f"{key}: bridge full ({srec['active']} ports on {sw})")
         nbufs = ntx * txs + nrx * rxs
         if mem_id:
             region = R.attach(state, mem_id)
