@@ -282,3 +282,14 @@ def test_a_burst_moves_at_most_half_a_ring() -> None:
 
     assert [half_ring(SimpleNamespace(num_slots=n)) for n in (1, 2, 1024, 4096)] == [1, 1, 512,
                                                                                      2048]
+
+
+def test_receivers_open_without_tx_polling() -> None:
+    """rx/rxseq never send: their polls skip the TX flush (NR_NO_TX_POLL); senders keep it."""
+    from pynetmap.apps.pktgen import options as O
+    from pynetmap.constants import NR_NO_TX_POLL
+
+    assert O.open_kwargs(O.parse(["-i", "netmap:x{0", "-f", "rx"]))["flags"] == NR_NO_TX_POLL
+    assert O.open_kwargs(O.parse(["-i", "netmap:x{0", "-f", "rxseq", "-C", "512"])) == {
+        "tx_slots": 512, "rx_slots": 512, "flags": NR_NO_TX_POLL}
+    assert "flags" not in O.open_kwargs(O.parse(["-i", "netmap:x}0", "-f", "tx"]))

@@ -127,7 +127,7 @@ class Run:
                        "not one")
             return 1
         try:
-            port = nm_open(cfg.ifname, **O.geometry(cfg))
+            port = nm_open(cfg.ifname, **O.open_kwargs(cfg))
         except (NetmapError, ValueError, TypeError) as e:
             report.log("main", 3005, f"Unable to open {cfg.ifname}: {e}")
             return 1
@@ -401,7 +401,7 @@ def _child(cfg: O.Config, tid: int, name: str, shared: Any, cancel: Any,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent tells us through ``cancel``
     stats = np.frombuffer(shared, np.float64).reshape(cfg.nthreads, NCOUNTERS)[tid]
     try:
-        port = nm_open(name, **O.geometry(cfg))
+        port = nm_open(name, **O.open_kwargs(cfg))
     except (NetmapError, ValueError) as e:
         report.log("main", 3005, f"Unable to open {name}: {e}")
         stats[DONE] = 1

@@ -11,7 +11,7 @@ import getopt
 import os
 from dataclasses import dataclass, field
 
-from ...constants import NR_REG_ALL_NIC
+from ...constants import NR_NO_TX_POLL, NR_REG_ALL_NIC
 from ...names import PortNameError
 from ...names import parse as parse_name
 from .template import parse_mac
@@ -342,6 +342,15 @@ def _check_live(c: Config) -> None:
         raise UsageError(f"--live: one worker per cpu, have only {ncpus} cpus (-p {c.nthreads})")
     if c.burst > LIVE_MAX_BATCH:
         raise UsageError(f"--live: -b is the kernel's batch, at most {LIVE_MAX_BATCH}")
+
+
+def open_kwargs(c: Config) -> dict[str, int]:
+    """``open()`` keyword arguments: ``-C``, and for the receiving functions
+    ``NR_NO_TX_POLL`` (they never transmit: each poll need not flush TX rings)."""
+    kw = geometry(c)
+    if c.function in ("rx", "rxseq"):
+        kw["flags"] = NR_NO_TX_POLL
+    return kw
 
 
 def geometry(c: Config) -> dict[str, int]:
