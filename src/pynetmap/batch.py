@@ -91,7 +91,7 @@ class SlotBatch:
         return np.concatenate([field[s] for s in self.spans])
 
     def _set(self, field: np.ndarray, value: np.ndarray | int) -> None:
-        if np.ndim(value) == 0 or len(self.spans) == 1:
+        if isinstance(value, int) or len(self.spans) == 1 or np.ndim(value) == 0:
             for s in self.spans:
                 field[s] = value
             return

@@ -34,6 +34,7 @@ from .constants import NR_TX, NS_BUF_CHANGED
 if TYPE_CHECKING:
     from .ring import Ring
 
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce
 #: a slot's flags without NS_BUF_CHANGED, which a sync clears once it has seen it
 NOT_BUF_CHANGED = np.uint16(0xFFFF ^ NS_BUF_CHANGED)
 
@@ -371,7 +372,8 @@ def bad_slots(buf_idx: np.ndarray, lens: np.ndarray, nbufs: int, buf_size: int) 
     """True if any slot points outside the pool or claims more than a buffer."""
     if not len(buf_idx):
         return False
-    return bool(buf_idx.min() < 2 or buf_idx.max() >= nbufs or lens.max() > buf_size)
+    # the ufuncs' own reduce: ndarray.min/max add a Python wrapper per call (hot path)
+    return bool(_MIN(buf_idx) < 2 or _MAX(buf_idx) >= nbufs or _MAX(lens) > buf_size)
 
 
 # -- circular slot ranges ------------------------------------------------------------------
@@ -422,7 +424,7 @@ def rx_free_rows(kring: KRing, head: int) -> tuple[int, np.ndarray]:
     hwtail = kring.hwtail
     end = (hwcur - 1) % n
     rows = gather(ring.slot_buf_idx, hwtail, end, n)
-    if len(rows) and (rows.min() < 2 or rows.max() >= kring.nbufs):
+    if len(rows) and (_MIN(rows) < 2 or _MAX(rows) >= kring.nbufs):
         raise SlotError(f"slots {hwtail}..{end} hold an invalid buffer")
     return hwtail, rows
 

@@ -357,7 +357,7 @@ def _feed(kring: KRing, wt: _Watcher, a: int, b: int) -> None:
             scatter(m.slot_buf_idx, hwtail, sbi.astype(np.uint32), mn)
         else:
             lens = np.minimum(lens, m.buf_size)
-            top = int(lens.max())
+            top = int(np.maximum.reduce(lens))
             if top:
                 wt.region.rows(top)[dbi] = src.region.rows(top)[sbi]
         scatter(m.slot_len, hwtail, lens, mn)

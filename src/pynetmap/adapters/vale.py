@@ -505,7 +505,7 @@ class ValeAdapter(Adapter):
         else:
             starts, multi = np.arange(len(fl)), None
         hdr = src_data.headers(starts)
-        if bool((hdr == hdr[0]).all()) and int(ln[starts].min()) >= ETH_HLEN:
+        if bool((hdr == hdr[0]).all()) and int(np.minimum.reduce(ln[starts])) >= ETH_HLEN:
             macs = hdr[0].tobytes()
             d, writes, new_last = route_flow(int.from_bytes(macs[6:], "little"),
                                              int.from_bytes(macs[:6], "little"),
@@ -615,10 +615,10 @@ class _Source:
         """Copy fragments ``frag`` into ``dst``'s buffers ``dbi``; returns the lengths
         delivered (0 for a fragment longer than the destination buffer, as netmap does)."""
         lens = self.ln[frag]
-        top = int(lens.max())
+        top = int(np.maximum.reduce(lens))
         if top > dsize:
             lens = np.where(lens > dsize, 0, lens)
-            top = int(lens.max())
+            top = int(np.maximum.reduce(lens))
         if not top:
             return lens
         if self.indirect is None or not self.indirect[frag].any():

@@ -270,7 +270,7 @@ def _receive_loop(w: Worker, seq: Any, pcap: Any) -> float:
             if pcap is not None:
                 pcap.write_batch(r.bufs, b.buf_idx, lens)
             r.release(b.count)
-            w.count(npk, int(lens.sum(dtype=np.int64)), 1)
+            w.count(npk, int(np.add.reduce(lens, dtype=np.int64)), 1)
             left -= npk
             if left <= 0:
                 break
