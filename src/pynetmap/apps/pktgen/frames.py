@@ -144,9 +144,9 @@ class FrameSource:
             b.flags = NS_INDIRECT
             b.ptr = self.frame.ctypes.data
         elif not self.copy:
-            idx = b.buf_idx
-            changed = idx[(b.flags & NS_BUF_CHANGED) != 0]
-            if len(changed):
+            flags = b.flags
+            if int(np.bitwise_or.reduce(flags)) & NS_BUF_CHANGED:  # one look, usually no
+                changed = b.buf_idx[(flags & NS_BUF_CHANGED) != 0]
                 ring.bufs[changed, :wire] = self.frame
             b.len = wire
             b.flags = 0
