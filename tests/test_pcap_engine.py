@@ -302,3 +302,14 @@ def test_down_interface_on_the_portable_path(veth: netns.VethPair) -> None:
     assert netns.call(veth.ns_a, body, timeout=15) == (
         f"[Errno 100] interface {veth.if_a} is down (ifconfig {veth.if_a} up)")
 
+
+
+def test_engine_netmap_without_dev_netmap_says_what_it_needs() -> None:
+    import errno
+    import os
+
+    if os.path.exists("/dev/netmap"):
+        pytest.skip("this machine has /dev/netmap: the native adapter takes engine='netmap'")
+    with pytest.raises(pynetmap.NetmapError) as e:
+        pynetmap.open("netmap:pnmnosuch0", engine="netmap")  # no interface is touched
+    assert e.value.errno == errno.ENODEV and "/dev/netmap" in str(e.value)

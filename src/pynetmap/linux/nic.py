@@ -93,6 +93,9 @@ def _netns() -> int:
 
 def _engine(requested: str | None) -> str:
     engine = requested or os.environ.get("PYNETMAP_ENGINE") or "auto"
+    if engine == "netmap":  # the native adapter takes it where the kernel has netmap
+        raise NetmapError(errno.ENODEV, "engine 'netmap' needs /dev/netmap: the netmap kernel "
+                          "module (load netmap.ko) or FreeBSD; here use auto, xdp, packet or pcap")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     return engine
