@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import netns
 import numpy as np
@@ -24,6 +26,8 @@ import pynetmap
 from pynetmap.errors import NetmapError
 
 pytest.importorskip("pyroute2")
+
+T = TypeVar("T")
 
 K = 400  # frames per test
 TIMEOUT = 5.0
@@ -81,15 +85,11 @@ def test_tx_counted_by_the_kernel_and_byte_exact(veth: netns.VethPair, engine: s
     assert after["rx_bytes"] - before["rx_bytes"] == sum(map(len, frames))
 
 
-def test_rx_exact_frames_from_a_raw_socket(veth: netns.VethPair, engine: str) -> None:
-    frames = netns.make_frames(K, veth.mac_a, veth.mac_b, seed=2)
+def while_b_sends(veth: netns.VethPair, frames: list[bytes],
+                  body: Callable[[Callable[[], None]], T], timeout: float = 15) -> T:
+    """Run ``body(ready)`` in namespace A; once it calls ``ready()`` (its port is open),
+    a forked sender in B sends ``frames`` from a raw socket on ``if_b``."""
     r, w = os.pipe()
-
-    def body() -> list[bytes]:
-        with pynetmap.open(f"netmap:{veth.if_a}", engine=engine) as port:
-            os.write(w, b"1")  # open: the sender may start
-            return _receive(port, K)
-
     pid = os.fork()
     if pid == 0:  # the sender, in B, once the port is open
         try:
@@ -99,12 +99,23 @@ def test_rx_exact_frames_from_a_raw_socket(veth: netns.VethPair, engine: str) ->
         finally:
             os._exit(0)
     try:
-        got = netns.call(veth.ns_a, body, timeout=15)
+        return netns.call(veth.ns_a, body, lambda: os.write(w, b"1"), timeout=timeout)
     finally:
         os.close(r)
         os.close(w)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def test_rx_exact_frames_from_a_raw_socket(veth: netns.VethPair, engine: str) -> None:
+    frames = netns.make_frames(K, veth.mac_a, veth.mac_b, seed=2)
+
+    def body(ready: Callable[[], None]) -> list[bytes]:
+        with pynetmap.open(f"netmap:{veth.if_a}", engine=engine) as port:
+            ready()
+            return _receive(port, K)
+
+    got = while_b_sends(veth, frames, body)
     assert [g for g in got if g[12:14] == b"\x88\xb5"] == frames
 
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import netns
 import numpy as np
@@ -31,6 +32,7 @@ from test_nic import (  # the NIC tests' helpers
     _send_all,
     bad_slot_errors,
     txseq_into_rxseq,
+    while_b_sends,
 )
 
 import pynetmap
@@ -129,13 +131,12 @@ def test_rx_exact_frames_and_not_our_own(veth: netns.VethPair) -> None:
     """Every frame B sends arrives once, byte-exact; what A sends itself does not."""
     frames = netns.make_frames(K, veth.mac_a, veth.mac_b, seed=12)
     own = netns.make_frames(50, veth.mac_b, veth.mac_a, seed=13)
-    r, w = os.pipe()
 
-    def body() -> tuple[list[bytes], dict]:
+    def body(ready: Callable[[], None]) -> tuple[list[bytes], dict]:
         got: list[bytes] = []
         with pynetmap.open(f"netmap:{veth.if_a}", engine="pcap") as port:
             _send_all(port, own)  # must not come back on our RX ring
-            os.write(w, b"1")  # open: the sender may start
+            ready()  # open: the sender may start
             deadline = time.monotonic() + TIMEOUT
             while len(got) < K and time.monotonic() < deadline:
                 port.poll(pynetmap.POLLIN, 100)
@@ -149,21 +150,7 @@ def test_rx_exact_frames_and_not_our_own(veth: netns.VethPair) -> None:
             stats = port.adapter.statistics()[0]  # type: ignore[attr-defined]
         return got, stats
 
-    pid = os.fork()
-    if pid == 0:  # the sender, in B, once the port is open
-        try:
-            os.close(w)
-            os.read(r, 1)
-            netns.send_frames(netns.raw_socket(veth.ns_b, veth.if_b), frames)
-        finally:
-            os._exit(0)
-    try:
-        got, stats = netns.call(veth.ns_a, body, timeout=20)
-    finally:
-        os.close(r)
-        os.close(w)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+    got, stats = while_b_sends(veth, frames, body, timeout=20)
     assert [g for g in got if g[12:14] == b"\x88\xb5"] == frames
     assert stats["drops"] == 0
 
