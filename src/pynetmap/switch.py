@@ -157,11 +157,13 @@ def route(src: np.ndarray, dst: np.ndarray, table: np.ndarray, me: int, last: in
     new_last = int(ls[-1]) if len(ls) else last
 
     ud, inv = unique(dst)
-    entry = table[h(ud)][inv] if n else np.zeros(0, np.uint64)
+    dbu = h(ud)  # hash each distinct MAC once: a batch has few
+    entry = table[dbu][inv] if n else np.zeros(0, np.uint64)
     writes: dict[int, int] = {}
     if len(wpos):
-        wb = h(wmac)
-        dbk = h(ud)[inv]
+        uw, winv = unique(wmac)
+        wb = h(uw)[winv]
+        dbk = dbu[inv]
         for b in np.unique(wb).tolist():
             at = wb == b
             pos_b, mac_b = wpos[at], wmac[at]
