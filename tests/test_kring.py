@@ -30,10 +30,13 @@ from hypothesis import strategies as st
 import pynetmap.kring as K
 from pynetmap import layout as L
 from pynetmap import osl
+from pynetmap.batch import SlotBatch
 from pynetmap.constants import NR_RX, NR_TX, NS_BUF_CHANGED, NS_MOREFRAG
 from pynetmap.kring import (
     KRing,
     SlotError,
+    bad_slots,
+    check_slots,
     clear_buf_changed,
     distance,
     gather,
@@ -678,6 +681,46 @@ def test_held_slots(nab: tuple[int, int, int]) -> None:
     ring.kring.hwcur, ring.kring.hwtail = a, b
     held = held_slots(kring_words(ring.region.mem, RING_OFS), n)
     assert held.tolist() == [i in arc(a, b, n) for i in range(n)]
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**16 - 1),
+                          st.integers(0, 2**16 - 1)), max_size=24),
+       st.integers(3, 2**20), st.integers(64, 65535))
+def test_check_slots_matches_a_per_slot_model(slots: list[tuple[int, int, int]], nbufs: int,
+                                             buf_size: int) -> None:
+    """The OR-bounded check says exactly what a slot-by-slot look says, whatever the
+    values (boundaries included), and returns the OR of the flags."""
+    n = max(1, len(slots))
+    ring = make_ring(n, NR_TX)
+    # values near the limits, where an inexact bound would err
+    vals = [(b % (nbufs + 3) if i % 2 else b, ln % (buf_size + 3) if i % 3 else ln, f)
+            for i, (b, ln, f) in enumerate(slots)]
+    for i, (b, ln, f) in enumerate(vals):
+        ring.slot_buf_idx[i], ring.slot_len[i], ring.slot_flags[i] = b, ln, f
+    k = len(vals)
+    bad = any(b < 2 or b >= nbufs or ln > buf_size for b, ln, _ in vals)
+    flags = 0
+    for _, _, f in vals:
+        flags |= f
+    got = check_slots(ring.slot_word[:k], ring.slot_buf_idx[:k], ring.slot_len[:k], nbufs,
+                      buf_size)
+    assert got == (-1 if bad else flags)
+    assert bad == bad_slots(ring.slot_buf_idx[:k], ring.slot_len[:k], nbufs, buf_size)
+
+
+def test_set_len_flags_stores_both_fields_over_a_wrap() -> None:
+    n = 8
+    ring = make_ring(n, NR_TX)
+    ring.slot_flags[:] = NS_BUF_CHANGED
+    ring.slot_len[:] = 7
+    b = SlotBatch(ring, 6, 4)  # slots 6, 7, 0, 1
+    b.set_len_flags(1514, NS_MOREFRAG)
+    assert ring.slot_len.tolist() == [1514, 1514, 7, 7, 7, 7, 1514, 1514]
+    assert ring.slot_flags.tolist() == [NS_MOREFRAG] * 2 + [NS_BUF_CHANGED] * 4 + [NS_MOREFRAG] * 2
+    assert (ring.slot_buf_idx == first_bufs(n)).all()  # the neighbouring field is untouched
+    with pytest.raises(ValueError, match="16-bit"):
+        b.set_len_flags(65536)
 
 
 def test_helpers_over_a_wrap() -> None:

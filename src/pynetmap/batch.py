@@ -140,6 +140,17 @@ class SlotBatch:
     def set_flags(self, v: np.ndarray | int) -> None:
         self.flags = v
 
+    def set_len_flags(self, length: int, flags: int = 0) -> None:
+        """Every slot's ``len`` and ``flags`` at once: one store where two would do.
+
+        The two fields are adjacent in a slot, so one ``len | flags << 16``
+        word sets both; a sender of one frame size pays one NumPy call per
+        batch for them instead of two (hot path).
+        """
+        if not (0 <= length <= 0xFFFF and 0 <= flags <= 0xFFFF):
+            raise ValueError(f"len and flags are 16-bit fields, got {length}, {flags}")
+        self._set(self.ring.slot_len_flags, length | flags << 16)
+
     def fill(self, frame: bytes | np.ndarray) -> None:
         """Write one template frame into every buffer of the batch and set lengths."""
         if isinstance(frame, (bytes, bytearray, memoryview)):

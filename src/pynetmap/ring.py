@@ -90,6 +90,12 @@ class Ring:
         self.slot_flags = self.slots["flags"]
         #: the slots as raw 16-byte records, for copying descriptors in bulk
         self.raw = np.ndarray((n, 2), np.uint64, buffer=mem, offset=ofs + L.RING_HDR_SIZE)
+        #: each slot's first word, ``buf_idx | len << 32 | flags << 48``: one OR over
+        #: a batch bounds all three fields (:func:`pynetmap.kring.check_slots`)
+        self.slot_word = self.raw[:, 0]
+        #: ``len | flags << 16``: one store sets both (:meth:`SlotBatch.set_len_flags`)
+        self.slot_len_flags = np.ndarray(n, np.uint32, buffer=mem,
+                                         offset=ofs + L.RING_HDR_SIZE + 4, strides=(16,))
         #: the region's buffer pool, ``bufs[buf_idx]`` is a buffer
         self.bufs = region.bufs
         self._bufs_b = region.bufs.view(Buffer)  # the same, rows that take bytes (buf())
@@ -268,7 +274,7 @@ class Ring:
         d = "tx" if self.dir == 0 else "rx"
         self._hdr = self._hdr64 = _Closed(f"ring {d}{self.ringid}")  # type: ignore[assignment]
         self.slots = self.slot_buf_idx = self.slot_len = self.slot_flags = None
-        self.raw = self.bufs = self._bufs_b = None
+        self.raw = self.slot_word = self.slot_len_flags = self.bufs = self._bufs_b = None
 
 
 def _count_arg(n: Any, space: int) -> int:

@@ -31,7 +31,15 @@ import numpy as np
 from .. import objects
 from .. import region as R
 from ..adapter import Adapter, Found
-from ..constants import NM_MAXPIPES, NM_PIPE_MAXRINGS, NM_PIPE_MAXSLOTS, NR_RX, NR_TX, NS_MOREFRAG
+from ..constants import (
+    NM_MAXPIPES,
+    NM_PIPE_MAXRINGS,
+    NM_PIPE_MAXSLOTS,
+    NR_RX,
+    NR_TX,
+    NS_BUF_CHANGED,
+    NS_MOREFRAG,
+)
 from ..errors import NetmapError
 from ..kring import (
     HWCUR,
@@ -39,7 +47,7 @@ from ..kring import (
     NOT_BUF_CHANGED,
     KRing,
     SlotError,
-    bad_slots,
+    check_slots,
     held_slots,
     kring_words,
     spans,
@@ -228,12 +236,18 @@ class PipeAdapter(Adapter):
             ring.slot_flags[hwcur] &= NOT_BUF_CHANGED
             return
         sl = spans(hwcur, head, ring.num_slots)
+        flags = 0
         for s in sl:
-            if bad_slots(ring.slot_buf_idx[s], ring.slot_len[s], self.nbufs, ring.buf_size):
+            f = check_slots(ring.slot_word[s], ring.slot_buf_idx[s], ring.slot_len[s],
+                            self.nbufs, ring.buf_size)
+            if f < 0:
                 raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or length")
+            flags |= f
         for s in sl:
             peer.raw[s] = ring.raw[s]
-            np.bitwise_and(ring.slot_flags[s], NOT_BUF_CHANGED, out=ring.slot_flags[s])
+        if flags & NS_BUF_CHANGED:  # the OR above tells: usually nobody swapped a buffer
+            for s in sl:
+                np.bitwise_and(ring.slot_flags[s], NOT_BUF_CHANGED, out=ring.slot_flags[s])
 
     @staticmethod
     def _complete_until(ring: Ring, start: int, head: int) -> int:

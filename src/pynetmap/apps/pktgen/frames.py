@@ -38,6 +38,8 @@ from .template import (
     swap_addresses,
 )
 
+_OR = np.bitwise_or.reduce  # the ufunc's own reduce: no Python wrapper (hot path)
+
 _REPORT = np.uint16(NS_REPORT)
 
 
@@ -145,11 +147,10 @@ class FrameSource:
             b.ptr = self.frame.ctypes.data
         elif not self.copy:
             flags = b.flags
-            if int(np.bitwise_or.reduce(flags)) & NS_BUF_CHANGED:  # one look, usually no
+            if int(_OR(flags)) & NS_BUF_CHANGED:  # one look, usually no
                 changed = b.buf_idx[(flags & NS_BUF_CHANGED) != 0]
                 ring.bufs[changed, :wire] = self.frame
-            b.len = wire
-            b.flags = 0
+            b.set_len_flags(wire, 0)
         elif self.table is not None:  # -P with fragments or -o 4|8
             self._scatter(ring, b, np.broadcast_to(self.frame, (npk, wire)))
         else:
