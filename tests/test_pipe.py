@@ -353,6 +353,60 @@ def test_swap_zero_copy_forward():
                 pynetmap.swap(b.rx_rings[0], other.tx_rings[0])
 
 
+@pytest.mark.parametrize("count", [1, 5])  # the one-slot path and the batch path
+@pytest.mark.parametrize("start", [0, 6])  # a release that wraps, from 6
+def test_release_returns_only_swapped_buffers(count, start):
+    """As netmap's pipe rxsync: a released slot goes back to the sender only with
+    NS_BUF_CHANGED (checked first); what a receiver writes without it stays its own."""
+    p = uniq()
+    with pynetmap.open(f"netmap:{p}{{0@conf:slots=8", extra_bufs=2) as a, \
+            pynetmap.open(f"netmap:{p}}}0") as b:
+        tx, rx = a.tx_rings[0], b.rx_rings[0]
+        for _ in range(start):  # move both rings' heads to ``start``
+            tx.send(frames(1))
+            a.txsync()
+            recv_all(b)
+        a.txsync()
+        before = tx.slot_buf_idx.copy()
+        tx.send(frames(count))
+        a.txsync()
+        b.rxsync()
+        assert rx.space() == count
+        first, last = start % 8, (start + count - 1) % 8
+        spare = a.extra_buffers()[0]
+        rx.slot_buf_idx[first] = spare  # swapped in and said so
+        rx.slot_flags[first] |= NS_BUF_CHANGED
+        if count > 1:
+            rx.slot_buf_idx[last] = 1  # scribbled without the flag
+            rx.slot_len[last] = 9999
+        rx.release(count)
+        b.rxsync()
+        a.txsync()
+        assert tx.slot_buf_idx[first] == spare and tx.slot_flags[first] & NS_BUF_CHANGED
+        assert not rx.slot_flags[first] & NS_BUF_CHANGED  # cleared once passed on
+        if count > 1:
+            assert tx.slot_buf_idx[last] == before[last] and tx.slot_len[last] <= 2048
+        assert tx.space() == 7  # every slot is back
+
+
+@pytest.mark.parametrize("field,value", [("buf_idx", 1), ("buf_idx", 10**9), ("len", 2049)])
+def test_bad_swapped_buffer_never_reaches_the_sender(pipe, field, value):
+    a, b = pipe
+    tx, rx = a.tx_rings[0], b.rx_rings[0]
+    tx.send(frames(3))
+    a.txsync()
+    b.rxsync()
+    before = tx.slot_buf_idx[:3].copy()
+    rx.slots[field][1] = value
+    rx.slot_flags[1] |= NS_BUF_CHANGED
+    rx.release(3)
+    with pytest.raises(RingError):
+        b.rxsync()
+    a.txsync()
+    assert (tx.slot_buf_idx[:3] == before).all() and tx.slot_len[1] == 60
+    assert tx.space() == tx.num_slots - 1 - 3  # nothing was released
+
+
 def test_wraparound_batches():
     p = uniq()
     with pynetmap.open(f"netmap:{p}{{0@conf:slots=16") as a, \

@@ -5,10 +5,11 @@ buffers at the same slot indices.  The sender's txsync copies the
 descriptors of ``[hwcur, head)`` to the peer's RX ring and publishes them by
 moving the peer's ``hwtail`` -- only up to the end of the last complete
 packet, so an ``NS_MOREFRAG`` chain is held back until its last fragment.
-The receiver's rxsync copies released slots back to the sender's TX ring
-(so buffers it swapped in flow back) and moves its own ``hwcur``, which the
-sender turns into TX ``hwtail = hwcur - 1``.  Buffer indices cross, bytes
-do not.
+The receiver's rxsync moves its own ``hwcur``, which the sender turns into
+TX ``hwtail = hwcur - 1``; a released slot is copied back to the sender's
+TX ring only if the receiver swapped its buffer (``NS_BUF_CHANGED``), as
+netmap does: every other slot there names the same buffer already.  Buffer
+indices cross, bytes do not.
 
 Each direction has one writer per kring word: the sender writes the RX
 ring's ``hwtail``, the receiver its ``hwcur``.  The pipe relies on stores
@@ -47,6 +48,7 @@ from ..kring import (
     NOT_BUF_CHANGED,
     KRing,
     SlotError,
+    bad_slots,
     check_slots,
     held_slots,
     kring_words,
@@ -60,6 +62,7 @@ DEFAULT_SLOTS = 1024
 #: buffers of a new parent region: room for 64 default pipes plus extras
 DEFAULT_REGION_BUFS = 2 + NM_MAXPIPES * 2 * DEFAULT_SLOTS + 4096
 _PEER = {"master": "slave", "slave": "master"}
+_OR = np.bitwise_or.reduce  # the ufunc's own reduce: no Python wrapper (hot path)
 
 
 def _limit(what: str, v: int, default: int, top: int) -> int:
@@ -223,7 +226,7 @@ class PipeAdapter(Adapter):
         w[HWTAIL] = hwtail if hwtail >= 0 else n - 1
 
     def _pass_slots(self, ring: Ring, peer: Ring, hwcur: int, head: int) -> None:
-        """Copy the descriptors of ``[hwcur, head)`` to the peer ring, checked first.
+        """Copy the descriptors of ``[hwcur, head)`` to the peer's RX ring, checked first.
 
         ``NS_BUF_CHANGED`` travels with the descriptor and is cleared here.
         One slot (ping-pong traffic) takes a scalar path: a third of the time.
@@ -262,9 +265,35 @@ class PipeAdapter(Adapter):
         hwcur = w[HWCUR]
         if head != hwcur:
             peer: KRing = kring.peer  # type: ignore[assignment]
-            self._pass_slots(kring.ring, peer.ring, hwcur, head)
+            self._return_slots(kring.ring, peer.ring, hwcur, head)
             w[HWCUR] = head
             peer.notify()
+
+    def _return_slots(self, ring: Ring, peer: Ring, hwcur: int, head: int) -> None:
+        """The release of ``[hwcur, head)``: slots whose buffer the receiver swapped
+        (``NS_BUF_CHANGED``) go back to the sender's TX ring, checked first.
+
+        The others are not copied, as in netmap: the TX ring names the same
+        buffers already, and what a receiver scribbles on a slot without the
+        flag stays on its side until the sender's next publish overwrites it.
+        One OR per span tells, so the usual release costs one NumPy call.
+        """
+        flags = ring.slot_flags
+        if head == hwcur + 1:
+            if not flags[hwcur] & NS_BUF_CHANGED:
+                return
+            swapped: np.ndarray | int = hwcur
+        else:
+            sl = spans(hwcur, head, ring.num_slots)
+            if not any(int(_OR(flags[s])) & NS_BUF_CHANGED for s in sl):
+                return
+            swapped = np.concatenate([np.flatnonzero(flags[s] & NS_BUF_CHANGED) + s.start
+                                      for s in sl])
+        bi, ln = np.atleast_1d(ring.slot_buf_idx[swapped]), np.atleast_1d(ring.slot_len[swapped])
+        if bad_slots(bi, ln, self.nbufs, ring.buf_size):
+            raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or length")
+        peer.raw[swapped] = ring.raw[swapped]
+        flags[swapped] &= NOT_BUF_CHANGED
 
     def peer_gone(self) -> bool:
         """POLLHUP: the other end was held, and no live process holds it now.
