@@ -202,8 +202,7 @@ class Port:
         """
         want_tx = bool(events & (POLLOUT | POLLWRNORM))
         want_rx = bool(events & (POLLIN | POLLRDNORM))
-        start = time.monotonic()
-        deadline = None if timeout_ms < 0 else start + timeout_ms / 1000
+        start = deadline = None  # set after the first look: one clock read if it finds work
         armed: list = []
         armed_at = -1  # waiter.consumed when the rings were armed
         spin_until = None
@@ -238,7 +237,12 @@ class Port:
                     self._next_hup_check = now + MAX_SLEEP
                     if self.adapter.peer_gone():
                         revents |= POLLHUP
-                if revents:
+                if start is None:
+                    if revents:
+                        return revents  # ready at once: nothing waited, nothing to learn
+                    start = now
+                    deadline = None if timeout_ms < 0 else now + timeout_ms / 1000
+                elif revents:
                     self._learn_spin(now - start, slept)
                     return revents
                 if deadline is not None and now >= deadline:
@@ -276,7 +280,8 @@ class Port:
         wake-up per batch.  A wait found while spinning lets the spin shrink
         slowly (the pace may have quickened); a longer wait (an idle peer) or
         a timeout goes back to ``spin_us`` at once, so an idle port does not
-        burn a core.
+        burn a core.  A poll that finds its rings ready at once waited for
+        nothing and learns nothing.
         """
         waited = waited_s * 1e6
         if not slept:

@@ -114,6 +114,10 @@ class FrameSource:
                              "rubbish")
         if cfg.options & O.OPT_INDIRECT:
             self.frame = np.ascontiguousarray(self.frame)  # the address every slot points at
+        #: the default (one frame, one slot, written once per buffer): write() tests it first
+        self.wire = self.size + self.h
+        self.constant = not (self.copy or self.rubbish or cfg.options & O.OPT_INDIRECT
+                             or (self.table is not None and len(self.table) > 1))
 
     def _template(self, size: int) -> Template:
         t = self._templates.get(size)
@@ -127,6 +131,13 @@ class FrameSource:
     # -- tx --------------------------------------------------------------------------
     def write(self, ring: Ring, b: Any) -> int:
         """Fill the batch ``b`` (whole packets of ``frags`` slots); returns the bytes."""
+        if self.constant:  # two NumPy calls: is a buffer new (usually not), set len and flags
+            flags = b.flags
+            if int(_OR(flags)) & NS_BUF_CHANGED:
+                ring.bufs[b.buf_idx[(flags & NS_BUF_CHANGED) != 0], : self.wire] = self.frame
+            b.set_len_flags(self.wire, 0)
+            self._report(ring, b)
+            return b.count * self.size
         npk = b.count // self.frags
         if self.table is not None and len(self.table) > 1:  # --replay
             lens, nbytes, self.k = self.table.write(ring, b.buf_idx, self.k)
@@ -145,12 +156,6 @@ class FrameSource:
             b.len = wire
             b.flags = NS_INDIRECT
             b.ptr = self.frame.ctypes.data
-        elif not self.copy:
-            flags = b.flags
-            if int(_OR(flags)) & NS_BUF_CHANGED:  # one look, usually no
-                changed = b.buf_idx[(flags & NS_BUF_CHANGED) != 0]
-                ring.bufs[changed, :wire] = self.frame
-            b.set_len_flags(wire, 0)
         elif self.table is not None:  # -P with fragments or -o 4|8
             self._scatter(ring, b, np.broadcast_to(self.frame, (npk, wire)))
         else:
