@@ -41,7 +41,9 @@ def pipe_sender(name: str, batch: int, seconds: float, ready, slots: int = 4096)
             port.txsync()
 
 
-def pipe_receiver(name: str, seconds: float, ready, out, slots: int = 4096) -> None:
+def pipe_receiver(name: str, batch: int, seconds: float, ready, out,
+                  slots: int = 4096) -> None:
+    """Receive at most ``batch`` slots per sync, as pkt-gen's ``-b`` does."""
     import pynetmap
     from pynetmap import POLLIN
 
@@ -53,10 +55,10 @@ def pipe_receiver(name: str, seconds: float, ready, out, slots: int = 4096) -> N
         end = t0 + seconds
         while True:
             port.rxsync()
-            n = ring.space()
-            if n:
-                ring.advance(n)
-                got += n
+            b = ring.receive(batch)
+            if b.count:
+                ring.release(b.count)
+                got += b.count
             elif not port.poll(POLLIN, 200):
                 break
             if time.monotonic() >= end:
@@ -65,11 +67,12 @@ def pipe_receiver(name: str, seconds: float, ready, out, slots: int = 4096) -> N
 
 
 def run_pipe(batch: int, seconds: float, slots: int = 4096) -> float:
-    """Mpps of the bare batch-API loop: sender reserve/advance/txsync, receiver release."""
+    """Mpps of the bare batch-API loop: sender reserve/advance/txsync, receiver
+    receive/release/rxsync, ``batch`` slots at most per sync on both sides."""
     ctx = mp.get_context("spawn")
     name = "bench" + uuid.uuid4().hex[:8]
     ready, out = ctx.Event(), ctx.Queue()
-    rx = ctx.Process(target=pipe_receiver, args=(name, seconds, ready, out, slots))
+    rx = ctx.Process(target=pipe_receiver, args=(name, batch, seconds, ready, out, slots))
     tx = ctx.Process(target=pipe_sender, args=(name, batch, seconds, ready, slots))
     rx.start()
     tx.start()
