@@ -71,6 +71,29 @@ def test_buf_refuses_str(pipe: tuple[pynetmap.Port, pynetmap.Port]) -> None:
 
 # -- 2. receive() sees what a sync imported ----------------------------------------------
 
+def test_ring_write_and_read_one_slot(pipe: tuple[pynetmap.Port, pynetmap.Port]) -> None:
+    a, b = pipe
+    tx, rx = a.tx_rings[0], b.rx_rings[0]
+    tx.write(0, b"hello, netmap", flags=pynetmap.NS_MOREFRAG)
+    assert (tx.slot_len[0], tx.slot_flags[0]) == (13, pynetmap.NS_MOREFRAG)
+    tx.write(1, bytearray(b"x" * 60))
+    assert (tx.slot_len[1], tx.slot_flags[1]) == (60, 0)
+    assert bytes(tx.buf(0)[:13]) == b"hello, netmap" and tx.read(0) == b"hello, netmap"
+    tx.advance(2)
+    a.txsync()
+    b.rxsync()
+    assert [rx.read(0), rx.read(1)] == [b"hello, netmap", b"x" * 60]
+    rx.slot_len[1] = 5000  # a len past the buffer reads the buffer, no more
+    assert len(rx.read(1)) == rx.buf_size
+    with pytest.raises(ValueError, match="does not fit"):
+        tx.write(2, bytes(tx.buf_size + 1))
+    tx.slot_buf_idx[2] = a.region.nbufs  # outside the pool
+    with pytest.raises(ValueError, match="outside the pool"):
+        tx.write(2, b"x")
+    with pytest.raises(ValueError, match="outside the pool"):
+        tx.read(2)
+
+
 def test_receive_needs_a_sync_first(pipe: tuple[pynetmap.Port, pynetmap.Port]) -> None:
     """What the README's batch example now does (its old version skipped the sync)."""
     a, b = pipe

@@ -96,6 +96,15 @@ class Ring:
         #: ``len | flags << 16``: one store sets both (:meth:`SlotBatch.set_len_flags`)
         self.slot_len_flags = np.ndarray(n, np.uint32, buffer=mem,
                                          offset=ofs + L.RING_HDR_SIZE + 4, strides=(16,))
+        # The slots and the pool as memoryviews, for one-slot paths (ping-pong, read(),
+        # write()): a memoryview item costs a fraction of a NumPy scalar access.
+        sl = buf[ofs + L.RING_HDR_SIZE : ofs + L.RING_HDR_SIZE + 16 * n]
+        self._q = sl.cast("Q")  # slot i: [2i] buf_idx | len << 32 | flags << 48, [2i+1] ptr
+        self._i = sl.cast("I")  # slot i's buf_idx at [4i]
+        self._h = sl.cast("H")  # slot i's len at [8i + 2], flags at [8i + 3]
+        sl.release()
+        self._pool = buf
+        self._pool_ofs = region.buf_pool_ofs
         #: the region's buffer pool, ``bufs[buf_idx]`` is a buffer
         self.bufs = region.bufs
         self._bufs_b = region.bufs.view(Buffer)  # the same, rows that take bytes (buf())
@@ -173,6 +182,31 @@ class Ring:
         ``bytes(ring.buf(i)[:n])`` reads it; see :class:`Buffer`.
         """
         return self._bufs_b[self.slot_buf_idx[i]]
+
+    def read(self, i: int) -> bytes:
+        """The frame in slot ``i`` (its ``len`` bytes), as bytes: the quick way to
+        look at one packet (a batch has :meth:`SlotBatch.frames`)."""
+        h = self._h
+        idx, ln = self._i[4 * i], h[8 * i + 2]
+        if idx >= self.region.nbufs:
+            raise ValueError(f"slot {i} holds buffer {idx}, outside the pool")
+        o = self._pool_ofs + idx * self.buf_size
+        return self._pool[o : o + min(ln, self.buf_size)].tobytes()
+
+    def write(self, i: int, frame: bytes | bytearray | memoryview, flags: int = 0) -> None:
+        """Copy one frame into slot ``i``'s buffer and set its ``len`` and ``flags``:
+        the quick way to fill one slot (a batch has :meth:`SlotBatch.write`)."""
+        n = len(frame)
+        if n > self.buf_size:
+            raise ValueError(f"a {n}-byte frame does not fit a {self.buf_size}-byte buffer")
+        idx = self._i[4 * i]
+        if idx >= self.region.nbufs:
+            raise ValueError(f"slot {i} holds buffer {idx}, outside the pool")
+        o = self._pool_ofs + idx * self.buf_size
+        self._pool[o : o + n] = frame
+        h = self._h
+        h[8 * i + 2] = n
+        h[8 * i + 3] = flags
 
     # -- batch API ---------------------------------------------------------
     def reserve(self, n: int | None = None) -> SlotBatch:
@@ -271,6 +305,9 @@ class Ring:
         self._hdr.release()
         self._hdr64.release()
         self.kring.w.release()
+        for v in (self._q, self._i, self._h):
+            v.release()
+        self._pool = None  # type: ignore[assignment]
         d = "tx" if self.dir == 0 else "rx"
         self._hdr = self._hdr64 = _Closed(f"ring {d}{self.ringid}")  # type: ignore[assignment]
         self.slots = self.slot_buf_idx = self.slot_len = self.slot_flags = None

@@ -63,6 +63,7 @@ DEFAULT_SLOTS = 1024
 DEFAULT_REGION_BUFS = 2 + NM_MAXPIPES * 2 * DEFAULT_SLOTS + 4096
 _PEER = {"master": "slave", "slave": "master"}
 _OR = np.bitwise_or.reduce  # the ufunc's own reduce: no Python wrapper (hot path)
+_CHANGED_BIT = NS_BUF_CHANGED << 48  # NS_BUF_CHANGED in a slot's first 64-bit word
 
 
 def _limit(what: str, v: int, default: int, top: int) -> int:
@@ -231,12 +232,16 @@ class PipeAdapter(Adapter):
         ``NS_BUF_CHANGED`` travels with the descriptor and is cleared here.
         One slot (ping-pong traffic) takes a scalar path: a third of the time.
         """
-        if head == hwcur + 1:
-            bi, ln = int(ring.slot_buf_idx[hwcur]), int(ring.slot_len[hwcur])
-            if bi < 2 or bi >= self.nbufs or ln > ring.buf_size:
+        if head == hwcur + 1:  # through the memoryviews: a few plain integer steps
+            q, pq, k = ring._q, peer._q, 2 * hwcur
+            w0 = q[k]
+            bi = w0 & 0xFFFFFFFF
+            if bi < 2 or bi >= self.nbufs or (w0 >> 32 & 0xFFFF) > ring.buf_size:
                 raise SlotError(f"slot {hwcur} holds an invalid buffer or length")
-            peer.raw[hwcur] = ring.raw[hwcur]
-            ring.slot_flags[hwcur] &= NOT_BUF_CHANGED
+            pq[k] = w0
+            pq[k + 1] = q[k + 1]
+            if w0 & _CHANGED_BIT:
+                q[k] = w0 ^ _CHANGED_BIT
             return
         sl = spans(hwcur, head, ring.num_slots)
         flags = 0
@@ -280,7 +285,7 @@ class PipeAdapter(Adapter):
         """
         flags = ring.slot_flags
         if head == hwcur + 1:
-            if not flags[hwcur] & NS_BUF_CHANGED:
+            if not ring._h[8 * hwcur + 3] & NS_BUF_CHANGED:
                 return
             swapped: np.ndarray | int = hwcur
         else:

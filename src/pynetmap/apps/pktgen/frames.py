@@ -15,7 +15,6 @@ bookkeeping, vectorised over a batch.
 from __future__ import annotations
 
 import math
-import struct
 import time
 from typing import Any
 
@@ -186,16 +185,9 @@ class FrameSource:
 
     def write_ping(self, ring: Ring, b: Any, seq0: int) -> int:
         """ping: the template with counter and send time (spec §6.3) in each probe."""
-        w = len(self.frame)
-        if b.count == 1:  # latency path: stamp the buffer in place, scalar slot fields
-            s = b.start
-            i = int(ring.slot_buf_idx[s])
-            row = ring.bufs[i : i + 1, :w]
-            row[0] = self.frame
-            if self.table is None:
-                self.tpl.stamp_ping(row, seq0, time.time_ns())
-            ring.slot_len[s] = w
-            ring.slot_flags[s] = 0
+        if b.count == 1:  # latency path: one bytes object into the slot (Ring.write)
+            ring.write(b.start, self.tpl.ping_frame(seq0, time.time_ns())
+                       if self.table is None else self.frame.tobytes())
             return self.size
         rows = np.repeat(self.frame[None, :], b.count, axis=0)
         if self.table is None:
@@ -241,24 +233,21 @@ class FrameSource:
 
     # -- rx side -------------------------------------------------------------------------
     def rtts(self, bufs: np.ndarray, idx: np.ndarray, now_ns: int) -> np.ndarray:
-        if len(idx) == 1:
-            p = self.tpl.o_payload
-            sec, nsec = struct.unpack("<II", bufs[int(idx[0]), p + 4 : p + 12].tobytes())
-            return np.array([now_ns - sec * 1_000_000_000 - nsec])
         return now_ns - self.tpl.read_ping_ns(bufs, idx)
+
+    def rtt_one(self, ring: Ring, slot: int, now_ns: int) -> int:
+        """The RTT of the one ping answer in ``slot`` (ping's usual batch: no arrays)."""
+        return now_ns - self.tpl.ping_ns(ring.read(slot))
 
     def pong_one(self, rx: Ring, rs: int, tx: Ring, ts: int) -> int:
         """pong for one packet: slot ``rs`` of ``rx`` copied to slot ``ts`` of ``tx`` with
-        addresses swapped, as bytes (cheaper than array calls for a single frame)."""
-        ln = int(rx.slot_len[rs])
-        f = bytearray(rx.bufs[int(rx.slot_buf_idx[rs]), :ln].tobytes())
-        h = self.h
+        addresses swapped, as bytes (``Ring.read``/``write``: no array call at all)."""
+        f = bytearray(rx.read(rs))
+        ln, h = len(f), self.h
         f[h : h + 12] = f[h + 6 : h + 12] + f[h : h + 6]
         if ln >= h + 34 and f[h + 12 : h + 14] == b"\x08\x00":
             f[h + 26 : h + 34] = f[h + 30 : h + 34] + f[h + 26 : h + 30]
-        tx.bufs[int(tx.slot_buf_idx[ts]), :ln] = np.frombuffer(f, np.uint8)
-        tx.slot_len[ts] = ln
-        tx.slot_flags[ts] = 0
+        tx.write(ts, f)
         return ln
 
     def rtt_histogram(self) -> RttHistogram:
@@ -308,22 +297,30 @@ class RttHistogram:
         self.g_sum = 0
         self.g_min = -1
         self.last_ns = time.time_ns()
-        #: every RTT seen (ns), for callers that want percentiles
-        self.samples: list[np.ndarray] = []
+        self._arrays: list[np.ndarray] = []  # the RTTs (ns) added as arrays
+        self._ints: list[int] = []  # and one by one (add_one)
+
+    def samples(self) -> np.ndarray:
+        """Every RTT seen (ns), for callers that want percentiles (in no set order)."""
+        return np.concatenate([np.array(self._ints, np.int64), *self._arrays])
+
+    def received(self) -> int:
+        return len(self._ints) + sum(len(a) for a in self._arrays)
+
+    def add_one(self, rtt: int) -> None:
+        """One RTT: ping's usual batch, in plain integers (no array operation)."""
+        v = max(rtt, 1)
+        self._ints.append(v)
+        self.buckets[v.bit_length() - 1] += 1
+        self.count += 1
+        self.sum += v
+        self.min = v if self.min < 0 else min(self.min, v)
 
     def add(self, rtts: np.ndarray) -> None:
         if not len(rtts):
             return
-        if len(rtts) == 1:  # ping's usual batch: integers, not ten tiny array operations
-            v = max(int(rtts[0]), 1)
-            self.samples.append(rtts)
-            self.buckets[v.bit_length() - 1] += 1
-            self.count += 1
-            self.sum += v
-            self.min = v if self.min < 0 else min(self.min, v)
-            return
         r = np.maximum(rtts.astype(np.int64), 1)
-        self.samples.append(r)
+        self._arrays.append(r)
         k = np.frexp(r.astype(np.float64))[1] - 1  # index of the highest set bit
         self.buckets += np.bincount(k, minlength=64)[:64]
         self.count += len(r)

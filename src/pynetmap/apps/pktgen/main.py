@@ -366,7 +366,7 @@ class Run:
         h = self.worker.hist if self.worker is not None else None
         if h is None:
             return {"received": 0, "rtt_min_ns": None, "rtt_av_ns": None}
-        received = sum(len(x) for x in h.samples)
+        received = h.received()
         return {"received": received, "rtt_min_ns": h.g_min if h.g_min >= 0 else None,
                 "rtt_av_ns": h.g_sum // sent if sent else None}
 

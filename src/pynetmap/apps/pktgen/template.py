@@ -204,6 +204,7 @@ class Template:
             src._word(src.start) + dst._word(dst.start) if v6
             else words_sum(bytes(first[self.o_src : self.o_src + 8])))
         self.ping_base = self.udp_base - self.head12 + varying
+        self.frame_bytes = self.frame.tobytes()
 
     # -- the odometer ----------------------------------------------------------
     def period(self) -> int:
@@ -279,12 +280,7 @@ class Template:
         n = len(rows)
         p = self.o_payload
         if n == 1:  # ping's usual burst: plain integers beat a dozen tiny array operations
-            stamp = struct.pack("<III", seq0 & 0xFFFFFFFF, (now_ns // 1_000_000_000)
-                                & 0xFFFFFFFF, now_ns % 1_000_000_000)
-            rows[0, p : p + 12] = np.frombuffer(stamp, np.uint8)
-            c = ~_fold_int(self.ping_base + sum(struct.unpack(">6H", stamp))) & 0xFFFF
-            rows[0, self.o_usum : self.o_usum + 2] = np.frombuffer(
-                (c or 0xFFFF).to_bytes(2, "big"), np.uint8)
+            rows[0] = np.frombuffer(self.ping_frame(seq0, now_ns), np.uint8)
             return
         hdr = np.empty((n, 3), "<u4")
         hdr[:, 0] = (seq0 + np.arange(n)) & 0xFFFFFFFF
@@ -293,6 +289,24 @@ class Template:
         rows[:, p : p + 12] = hdr.view(np.uint8)
         usum = _U64(self.ping_base) + rows[:, p : p + 12].view(">u2").sum(axis=1, dtype=_U64)
         self._put_udp_sum(rows, usum)
+
+    def ping_frame(self, seq: int, now_ns: int) -> bytes:
+        """One ping probe as bytes: the frame with counter, send time and UDP sum.
+
+        The one-probe path (ping's burst is 1): plain integers and one join,
+        written into the slot with ``Ring.write`` -- no array operation at all.
+        """
+        stamp = struct.pack("<III", seq & 0xFFFFFFFF, (now_ns // 1_000_000_000) & 0xFFFFFFFF,
+                            now_ns % 1_000_000_000)
+        c = ~_fold_int(self.ping_base + sum(struct.unpack(">6H", stamp))) & 0xFFFF
+        f, u, p = self.frame_bytes, self.o_usum, self.o_payload
+        return b"".join((f[:u], (c or 0xFFFF).to_bytes(2, "big"), f[u + 2 : p], stamp,
+                         f[p + 12 :]))
+
+    def ping_ns(self, frame: bytes) -> int:
+        """The send time (ns) in one received ping frame."""
+        sec, nsec = struct.unpack_from("<II", frame, self.o_payload + 4)
+        return sec * 1_000_000_000 + nsec
 
     def read_ping_ns(self, bufs: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """The send timestamps (ns) of received ping frames."""

@@ -346,6 +346,7 @@ def ping(w: Worker) -> None:
             b = tx_ring.reserve(n)
             nbytes = fm.write_ping(tx_ring, b, sent)
             tx_ring.advance(n)
+            port.txsync()  # as netmap's ping (its poll, NR_NO_TX_POLL, flushes nothing)
             sent += n
             w.count(n, nbytes, 1)
         rev = w.poll(POLLIN, 3000)
@@ -358,9 +359,11 @@ def ping(w: Worker) -> None:
         now = time.time_ns()
         for r in rings:
             b = r.receive()
-            if b.count:
+            if b.count == 1:
+                hist.add_one(fm.rtt_one(r, b.start, now))
+            elif b.count:
                 hist.add(fm.rtts(r.bufs, b.buf_idx, now))
-                r.release(b.count)
+            r.release(b.count)
         if hist.due(now):
             sys.stderr.write(hist.window_lines())
     port.rxsync()
