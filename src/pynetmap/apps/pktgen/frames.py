@@ -185,10 +185,8 @@ class FrameSource:
 
     def write_ping(self, ring: Ring, b: Any, seq0: int) -> int:
         """ping: the template with counter and send time (spec §6.3) in each probe."""
-        if b.count == 1:  # latency path: one bytes object into the slot (Ring.write)
-            ring.write(b.start, self.tpl.ping_frame(seq0, time.time_ns())
-                       if self.table is None else self.frame.tobytes())
-            return self.size
+        if b.count == 1:
+            return self.write_ping_one(ring, b.start, seq0)
         rows = np.repeat(self.frame[None, :], b.count, axis=0)
         if self.table is None:
             self.tpl.stamp_ping(rows, seq0, time.time_ns())
@@ -196,6 +194,12 @@ class FrameSource:
         b.len = rows.shape[1]
         b.flags = 0
         return b.count * self.size
+
+    def write_ping_one(self, ring: Ring, slot: int, seq: int) -> int:
+        """ping's usual probe, into one slot: one bytes object (``Ring.write``), no array."""
+        ring.write(slot, self.tpl.ping_frame(seq, time.time_ns())
+                   if self.table is None else self.frame.tobytes())
+        return self.size
 
     def _scatter(self, ring: Ring, b: Any, rows: np.ndarray) -> None:
         """Copy whole frames (rows) into the batch, ``frags`` slots per frame."""

@@ -343,8 +343,10 @@ def ping(w: Worker) -> None:
         if tx_ring.space() < n:
             w.log("ping_body", 1011, "-- ouch, cannot send")
         else:
-            b = tx_ring.reserve(n)
-            nbytes = fm.write_ping(tx_ring, b, sent)
+            if n == 1:  # the usual probe: one slot, no batch object
+                nbytes = fm.write_ping_one(tx_ring, tx_ring.head, sent)
+            else:
+                nbytes = fm.write_ping(tx_ring, tx_ring.reserve(n), sent)
             tx_ring.advance(n)
             port.txsync()  # as netmap's ping (its poll, NR_NO_TX_POLL, flushes nothing)
             sent += n
@@ -358,12 +360,12 @@ def ping(w: Worker) -> None:
             continue
         now = time.time_ns()
         for r in rings:
-            b = r.receive()
-            if b.count == 1:
-                hist.add_one(fm.rtt_one(r, b.start, now))
-            elif b.count:
-                hist.add(fm.rtts(r.bufs, b.buf_idx, now))
-            r.release(b.count)
+            k = r.space()
+            if k == 1:  # the usual answer: one slot, no batch object
+                hist.add_one(fm.rtt_one(r, r.head, now))
+            elif k:
+                hist.add(fm.rtts(r.bufs, r.receive().buf_idx, now))
+            r.release(k)
         if hist.due(now):
             sys.stderr.write(hist.window_lines())
     port.rxsync()
@@ -386,15 +388,16 @@ def pong(w: Worker) -> None:
         if not rev & POLLIN:
             continue
         for r in rings:
-            b = r.receive()
-            if not b.count:
+            k = r.space()
+            if not k:
                 continue
-            n = min(b.count, tx_ring.space())
-            if n == 1:
-                ln = w.frames.pong_one(r, b.start, tx_ring, tx_ring.head)
+            n = min(k, tx_ring.space())
+            if n == 1:  # the usual probe: one slot, no batch object
+                ln = w.frames.pong_one(r, r.head, tx_ring, tx_ring.head)
                 tx_ring.advance(1)
                 w.count(1, ln, 1)
             elif n:
+                b = r.receive(n)
                 t = tx_ring.reserve(n)
                 src = b.buf_idx[:n]
                 lens = b.len[:n]
@@ -406,8 +409,8 @@ def pong(w: Worker) -> None:
                 t.flags = 0
                 tx_ring.advance(n)
                 w.count(n, int(lens.sum(dtype=np.int64)), 1)
-            done += b.count
-            r.release(b.count)
+            done += k
+            r.release(k)
         port.txsync()
     port.rxsync()
     _flush(w)
