@@ -1,6 +1,7 @@
 """pkt-gen's frames: the spec's reference vector, the odometer, and checksums
 checked against scapy's (a checksum implementation we did not write)."""
 
+import re
 import struct
 
 import numpy as np
@@ -204,6 +205,22 @@ def test_rtt_histogram_lines():
     assert "k: 512 .. 65536\n\t" in text  # buckets 2^9 .. 2^16
     assert text.rstrip("\n").split("\t")[1].split() == ["1", "2", "0", "0", "0", "0", "0", "1"]
     assert "RTT over 10 packets: min 1000 av 7454 ns" in h.final_line(10)
+
+
+def test_rtt_histogram_one_by_one_as_arrays():
+    """add_one (ping's usual probe, plain ints) counts as add does; samples keep arrival order."""
+    h, g = RttHistogram(), RttHistogram()
+    h.add_one(1000)
+    h.add(np.array([1500, 70000]))
+    h.add_one(2047)
+    h.add_one(0)  # a clock that did not move counts as 1 ns, as in add
+    g.add(np.array([1000, 1500, 70000, 2047, 0]))
+    assert h.samples().tolist() == [1000, 1500, 70000, 2047, 1] == g.samples().tolist()
+    assert h.received() == 5
+    def strip(text: str) -> str:  # the D() prefixes carry the time of day
+        return re.sub(r"\d{3}\.\d{6} ", "", text)
+
+    assert strip(h.window_lines()) == strip(g.window_lines())
 
 
 def test_seq_checker_counts_gaps_and_reordering():

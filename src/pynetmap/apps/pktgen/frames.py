@@ -301,12 +301,12 @@ class RttHistogram:
         self.g_sum = 0
         self.g_min = -1
         self.last_ns = time.time_ns()
-        self._arrays: list[np.ndarray] = []  # the RTTs (ns) added as arrays
-        self._ints: list[int] = []  # and one by one (add_one)
+        self._arrays: list[np.ndarray] = []  # the RTTs (ns) so far, in arrival order
+        self._ints: list[int] = []  # and the latest ones added one by one (add_one)
 
     def samples(self) -> np.ndarray:
-        """Every RTT seen (ns), for callers that want percentiles (in no set order)."""
-        return np.concatenate([np.array(self._ints, np.int64), *self._arrays])
+        """Every RTT seen (ns), in arrival order, for callers that want percentiles."""
+        return np.concatenate([*self._arrays, np.array(self._ints, np.int64)])
 
     def received(self) -> int:
         return len(self._ints) + sum(len(a) for a in self._arrays)
@@ -324,6 +324,9 @@ class RttHistogram:
         if not len(rtts):
             return
         r = np.maximum(rtts.astype(np.int64), 1)
+        if self._ints:  # keep the arrival order
+            self._arrays.append(np.array(self._ints, np.int64))
+            self._ints = []
         self._arrays.append(r)
         k = np.frexp(r.astype(np.float64))[1] - 1  # index of the highest set bit
         self.buckets += np.bincount(k, minlength=64)[:64]
