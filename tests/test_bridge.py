@@ -385,6 +385,30 @@ def test_process_forwards_and_stops_on_sigint(ends):
     assert f"netmap:{p2}{{0:nic --> netmap:{p1}}}0:nic: 0 packets" in out
 
 
+def test_second_ctrl_c_ends_the_tool_with_130_after_cleanup():
+    """bridge's and lb's Ctrl-C: the first stops the loop, the second ends the tool
+    (exit status 130, no traceback) once the finally blocks have closed its ports."""
+    from pynetmap.apps.stopping import stop_on_sigint
+
+    before = signal.getsignal(signal.SIGINT)
+    stops, cleaned = [], []
+    try:
+        with pytest.raises(SystemExit) as e:
+            with stop_on_sigint(lambda: stops.append(1)):
+                try:
+                    signal.raise_signal(signal.SIGINT)
+                    assert stops == [1]  # the first: the loop is asked to stop
+                    signal.raise_signal(signal.SIGINT)
+                    pytest.fail("the second Ctrl-C did not end the tool")
+                finally:
+                    cleaned.append(1)
+    except KeyboardInterrupt:  # what Python's handler does: a traceback for the user
+        pytest.fail("the second Ctrl-C escaped as KeyboardInterrupt")
+    assert e.value.code == 130 and e.value.__suppress_context__
+    assert stops == [1] and cleaned == [1]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_verbose_prints_stats(capsys):
     p = uniq()
     assert B.main(["-v", "-w", "0", "-T", "1.2", f"netmap:{p}}}0", f"netmap:{p}{{1"]) == 0

@@ -1,6 +1,8 @@
 """Ctrl-C for netmap's long-running tools (bridge, lb): the first one stops the
 loop cleanly (the tool then prints its summary and closes its ports), a
-second one acts as usual, as in netmap's C tools."""
+second one ends the tool at once, as in netmap's C tools -- here with exit
+status 130 and no traceback, after the ``finally`` blocks have closed the
+ports (a NIC port must not leave its XDP program behind)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ def stop_on_sigint(stop: Callable[[], None]) -> Iterator[None]:
         installed = False
     try:
         yield
+    except KeyboardInterrupt:  # the second Ctrl-C: out, without Python's traceback
+        raise SystemExit(130) from None
     finally:
         if installed:
             signal.signal(signal.SIGINT, old)
