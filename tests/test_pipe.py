@@ -407,6 +407,29 @@ def test_bad_swapped_buffer_never_reaches_the_sender(pipe, field, value):
     assert tx.space() == tx.num_slots - 1 - 3  # nothing was released
 
 
+@pytest.mark.parametrize("bad_at,refused", [(3, False), (7, True), (0, True)])
+def test_wrapped_batch_checks_only_its_own_slots(bad_at, refused):
+    """A batch that wraps (slots 6, 7, 0) is checked as the whole ring first: a bad
+    slot outside it (3) must not refuse it, one inside must."""
+    p = uniq()
+    with pynetmap.open(f"netmap:{p}{{0@conf:slots=8") as a, \
+            pynetmap.open(f"netmap:{p}}}0") as b:
+        tx = a.tx_rings[0]
+        for _ in range(6):
+            tx.send(frames(1))
+            a.txsync()
+            recv_all(b)
+        a.txsync()
+        tx.send(frames(3, seed=5))  # slots 6, 7, 0
+        tx.slot_buf_idx[bad_at] = 1
+        if refused:
+            with pytest.raises(RingError):
+                a.txsync()
+        else:
+            a.txsync()
+            assert recv_all(b) == [bytes(r) for r in frames(3, seed=5)]
+
+
 def test_wraparound_batches():
     p = uniq()
     with pynetmap.open(f"netmap:{p}{{0@conf:slots=16") as a, \

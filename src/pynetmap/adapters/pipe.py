@@ -244,13 +244,19 @@ class PipeAdapter(Adapter):
                 q[k] = w0 ^ _CHANGED_BIT
             return
         sl = spans(hwcur, head, ring.num_slots)
-        flags = 0
-        for s in sl:
-            f = check_slots(ring.slot_word[s], ring.slot_buf_idx[s], ring.slot_len[s],
-                            self.nbufs, ring.buf_size)
-            if f < 0:
-                raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or length")
-            flags |= f
+        # A batch that wraps is first checked as the whole ring, one call for two: a
+        # whole ring that passes passes every part of it (its flags may say more
+        # than the batch's: at worst a needless clear below).  Otherwise, span by span.
+        flags = -1 if len(sl) == 1 else check_slots(ring.slot_word, ring.slot_buf_idx,
+                                                    ring.slot_len, self.nbufs, ring.buf_size)
+        if flags < 0:
+            flags = 0
+            for s in sl:
+                f = check_slots(ring.slot_word[s], ring.slot_buf_idx[s], ring.slot_len[s],
+                                self.nbufs, ring.buf_size)
+                if f < 0:
+                    raise SlotError(f"slots {hwcur}..{head} hold an invalid buffer or length")
+                flags |= f
         for s in sl:
             peer.raw[s] = ring.raw[s]
         if flags & NS_BUF_CHANGED:  # the OR above tells: usually nobody swapped a buffer

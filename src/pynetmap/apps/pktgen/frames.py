@@ -131,8 +131,10 @@ class FrameSource:
     def write(self, ring: Ring, b: Any) -> int:
         """Fill the batch ``b`` (whole packets of ``frags`` slots); returns the bytes."""
         if self.constant:  # two NumPy calls: is a buffer new (usually not), set len and flags
-            flags = b.flags
-            if int(_OR(flags)) & NS_BUF_CHANGED:
+            # One OR over the whole ring's flags, even for a batch that wraps: no
+            # NS_BUF_CHANGED anywhere (the usual answer) means none in the batch.
+            if int(_OR(ring.slot_flags)) & NS_BUF_CHANGED:
+                flags = b.flags
                 ring.bufs[b.buf_idx[(flags & NS_BUF_CHANGED) != 0], : self.wire] = self.frame
             b.set_len_flags(self.wire, 0)
             self._report(ring, b)

@@ -264,23 +264,24 @@ def _receive_loop(w: Worker, seq: Any, pcap: Any) -> float:
             if not avail:
                 continue
             b = r.receive(min(avail, cfg.burst, half_ring(r)))
-            flags = b.flags
-            if int(_OR(flags)) & NS_MOREFRAG:  # one look: fragments are rare
-                complete = (flags & NS_MOREFRAG) == 0
+            # One look at the whole ring's flags (even for a batch that wraps): no
+            # NS_MOREFRAG anywhere, the usual answer, means no fragment in the batch.
+            if int(_OR(r.slot_flags)) & NS_MOREFRAG:
+                complete = (b.flags & NS_MOREFRAG) == 0
                 npk = int(np.count_nonzero(complete))
             else:
                 complete, npk = None, b.count
             if npk >= left:  # -n: stop at exactly n packets, and no fragment of the next
                 last = left if complete is None else int(np.flatnonzero(complete)[left - 1]) + 1
                 b = r.receive(last)
-                flags, npk = flags[:last], left
+                npk = left
             lens = b.len
             if cfg.dump:
                 _dump(w, r, b.start, b.count)
             if access:  # -o 2: read every byte, as a receiver that looks at its data
                 w.touched += int(r.bufs[b.buf_idx, : int(lens.max())].sum(dtype=np.uint64))
             if seq is not None:
-                seq.check(r.bufs, b.buf_idx, lens, flags)
+                seq.check(r.bufs, b.buf_idx, lens, b.flags)
             if pcap is not None:
                 pcap.write_batch(r.bufs, b.buf_idx, lens)
             r.release(b.count)
