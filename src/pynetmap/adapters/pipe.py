@@ -287,7 +287,7 @@ class PipeAdapter(Adapter):
         The others are not copied, as in netmap: the TX ring names the same
         buffers already, and what a receiver scribbles on a slot without the
         flag stays on its side until the sender's next publish overwrites it.
-        One OR per span tells, so the usual release costs one NumPy call.
+        One OR tells, so the usual release costs one NumPy call.
         """
         flags = ring.slot_flags
         if head == hwcur + 1:
@@ -296,7 +296,8 @@ class PipeAdapter(Adapter):
             swapped: np.ndarray | int = hwcur
         else:
             sl = spans(hwcur, head, ring.num_slots)
-            if not any(int(_OR(flags[s])) & NS_BUF_CHANGED for s in sl):
+            # one OR, over the whole ring when the range wraps: none anywhere, none here
+            if not int(_OR(flags[sl[0]] if len(sl) == 1 else flags)) & NS_BUF_CHANGED:
                 return
             swapped = np.concatenate([np.flatnonzero(flags[s] & NS_BUF_CHANGED) + s.start
                                       for s in sl])
