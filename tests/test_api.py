@@ -252,7 +252,8 @@ def test_closed_port_and_rings_say_so(pipe: tuple[pynetmap.Port, pynetmap.Port])
         a.fileno()
     assert e.value.errno == errno.ENXIO
     for use in (lambda: tx.head, lambda: tx.reserve(1), lambda: tx.advance(0),
-                lambda: setattr(tx, "cur", 0), a.txsync):
+                lambda: setattr(tx, "cur", 0), a.txsync, lambda: tx.read(0),
+                lambda: tx.write(0, b"x")):
         with pytest.raises(NetmapError, match="closed"):
             use()
     assert repr(tx) == "<Ring tx0 slots=1024 closed>"

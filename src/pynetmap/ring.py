@@ -309,7 +309,8 @@ class Ring:
             v.release()
         self._pool = None  # type: ignore[assignment]
         d = "tx" if self.dir == 0 else "rx"
-        self._hdr = self._hdr64 = _Closed(f"ring {d}{self.ringid}")  # type: ignore[assignment]
+        closed = _Closed(f"ring {d}{self.ringid}")
+        self._hdr = self._hdr64 = self._q = self._i = self._h = closed  # type: ignore[assignment]
         self.slots = self.slot_buf_idx = self.slot_len = self.slot_flags = None
         self.raw = self.slot_word = self.slot_len_flags = self.bufs = self._bufs_b = None
 
