@@ -28,6 +28,12 @@ def _private_registry() -> Iterator[None]:
     shutil.rmtree(_RUNDIR, ignore_errors=True)
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the registry also after a run that ran no test (``-k`` matched
+    nothing): the fixture above never started then, and the directory stayed."""
+    shutil.rmtree(_RUNDIR, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def _netns_session() -> Iterator[None]:
     """Once per session: skip without privileges, else sweep namespaces of dead runs.
