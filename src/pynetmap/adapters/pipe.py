@@ -218,7 +218,7 @@ class PipeAdapter(Adapter):
             self._pass_slots(ring, peer.ring, hwcur, head)
             w[HWCUR] = head
             published = pw[HWTAIL]
-            if ring.slot_flags[head - 1 if head else n - 1] & NS_MOREFRAG:
+            if ring._h[8 * (head - 1 if head else n - 1) + 3] & NS_MOREFRAG:
                 head = self._complete_until(ring, published, head)
             if head != published:
                 pw[HWTAIL] = head

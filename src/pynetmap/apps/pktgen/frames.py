@@ -39,8 +39,6 @@ from .template import (
 
 _OR = np.bitwise_or.reduce  # the ufunc's own reduce: no Python wrapper (hot path)
 
-_REPORT = np.uint16(NS_REPORT)
-
 
 class FrameSource:
     """The frames of one pkt-gen run and how they go into (and come out of) buffers."""
@@ -233,9 +231,10 @@ class FrameSource:
 
     @staticmethod
     def _report(ring: Ring, b: Any) -> None:
+        """``NS_REPORT`` on the batch's last slot, as netmap's pkt-gen (through the
+        ring's memoryview of the slots: a NumPy scalar costs more, once per batch)."""
         if b.count:
-            last = (b.start + b.count - 1) % ring.num_slots
-            ring.slot_flags[last] |= _REPORT
+            ring._h[8 * ((b.start + b.count - 1) % ring.num_slots) + 3] |= NS_REPORT
 
     # -- rx side -------------------------------------------------------------------------
     def rtts(self, bufs: np.ndarray, idx: np.ndarray, now_ns: int) -> np.ndarray:
