@@ -186,12 +186,8 @@ class Ring:
     def read(self, i: int) -> bytes:
         """The frame in slot ``i`` (its ``len`` bytes), as bytes: the quick way to
         look at one packet (a batch has :meth:`SlotBatch.frames`)."""
-        h = self._h
-        idx, ln = self._i[4 * i], h[8 * i + 2]
-        if idx >= self.region.nbufs:
-            raise ValueError(f"slot {i} holds buffer {idx}, outside the pool")
-        o = self._pool_ofs + idx * self.buf_size
-        return self._pool[o : o + min(ln, self.buf_size)].tobytes()
+        o = self._buf_at(i)
+        return self._pool[o : o + min(self._h[8 * i + 2], self.buf_size)].tobytes()
 
     def write(self, i: int, frame: bytes | bytearray | memoryview, flags: int = 0) -> None:
         """Copy one frame into slot ``i``'s buffer and set its ``len`` and ``flags``:
@@ -199,14 +195,18 @@ class Ring:
         n = len(frame)
         if n > self.buf_size:
             raise ValueError(f"a {n}-byte frame does not fit a {self.buf_size}-byte buffer")
-        idx = self._i[4 * i]
-        if idx >= self.region.nbufs:
-            raise ValueError(f"slot {i} holds buffer {idx}, outside the pool")
-        o = self._pool_ofs + idx * self.buf_size
+        o = self._buf_at(i)
         self._pool[o : o + n] = frame
         h = self._h
         h[8 * i + 2] = n
         h[8 * i + 3] = flags
+
+    def _buf_at(self, i: int) -> int:
+        """Where slot ``i``'s buffer starts in the region (``NETMAP_BUF``), checked."""
+        idx = self._i[4 * i]
+        if idx >= self.region.nbufs:
+            raise ValueError(f"slot {i} holds buffer {idx}, outside the pool")
+        return self._pool_ofs + idx * self.buf_size
 
     # -- batch API ---------------------------------------------------------
     def reserve(self, n: int | None = None) -> SlotBatch:

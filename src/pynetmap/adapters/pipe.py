@@ -50,6 +50,7 @@ from ..kring import (
     SlotError,
     bad_slots,
     check_slots,
+    clear_buf_changed,
     held_slots,
     kring_words,
     spans,
@@ -260,8 +261,7 @@ class PipeAdapter(Adapter):
         for s in sl:
             peer.raw[s] = ring.raw[s]
         if flags & NS_BUF_CHANGED:  # the OR above tells: usually nobody swapped a buffer
-            for s in sl:
-                np.bitwise_and(ring.slot_flags[s], NOT_BUF_CHANGED, out=ring.slot_flags[s])
+            clear_buf_changed(ring.slot_flags, hwcur, head, ring.num_slots)
 
     @staticmethod
     def _complete_until(ring: Ring, start: int, head: int) -> int:
