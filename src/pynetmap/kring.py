@@ -154,7 +154,7 @@ class KRing:
         w[RHEAD] = head
         w[RCUR] = cur
         try:
-            if w[MON_COUNT]:
+            if w[MON_COUNT] or self.watchers:  # watchers left: drop them there
                 self._watched(head)
             else:
                 self.sync(self, head)
@@ -178,7 +178,7 @@ class KRing:
             why = self.reinit(f"head {head} cur {cur}")
             head = w[HWCUR]
         try:
-            if w[MON_COUNT]:
+            if w[MON_COUNT] or self.watchers:  # watchers left: drop them there
                 self._watched(head)
             else:
                 self.sync(self, head)

@@ -51,6 +51,7 @@ from ..kring import (
     MON_TAIL,
     KRing,
     clear_buf_changed,
+    distance,
     gather,
     kring_words,
     scatter,
@@ -231,10 +232,7 @@ class MonitorAdapter(Adapter):
         w = kring.w
         hwcur = w[HWCUR]
         if head != hwcur:
-            n = kring.num_slots
-            if int(np.bitwise_or.reduce(gather(kring.ring.slot_flags, hwcur, head, n))) & \
-                    NS_BUF_CHANGED:
-                clear_buf_changed(kring.ring.slot_flags, hwcur, head, n)
+            clear_buf_changed(kring.ring.slot_flags, hwcur, head, kring.num_slots)
             w[HWCUR] = head
 
     def peer_gone(self) -> bool:
@@ -339,8 +337,8 @@ def _feed(kring: KRing, wt: _Watcher, a: int, b: int) -> None:
     wt.lock.acquire(m.ringid)
     try:
         hwtail = int(mw[HWTAIL])
-        space = (int(mw[HWCUR]) - hwtail - 1) % mn
-        count = (b - a) % n
+        space = distance(hwtail, (int(mw[HWCUR]) - 1) % mn, mn)
+        count = distance(a, b, n)
         if count > space:  # short of room: skip the oldest
             a = (a + count - space) % n
             count = space
