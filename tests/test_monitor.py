@@ -165,6 +165,20 @@ def test_a_full_buffer_frame_is_copied_whole(pipe) -> None:
     assert [len(f) for _, f, _ in drain(m)] == [2048]
 
 
+@pytest.mark.parametrize("kind", ["t", "z"])
+def test_a_monitor_with_broken_slots_cannot_hurt_its_port(pipe, kind) -> None:
+    """A monitor's user that writes a bad buffer index into its free slots loses what
+    would have gone there; the monitored port goes on syncing and delivering."""
+    tx, rx, mon = pipe
+    m = mon("}", kind)
+    m.rx_rings[0].slot_buf_idx[:] = m.region.nbufs + 5
+    tx.tx_rings[0].send(frames(3))
+    tx.txsync()
+    assert release_all(rx) == frames(3)
+    tx.txsync()  # /z sees slots after use: here
+    assert drain(m) == []
+
+
 def test_monitor_of_a_port_nobody_opened_is_refused() -> None:
     with pytest.raises(NetmapError) as e:
         pynetmap.open(f"netmap:nobody{os.getpid()}{{0/r")

@@ -348,6 +348,8 @@ def _feed(kring: KRing, wt: _Watcher, a: int, b: int) -> None:
         sbi = gather(src.slot_buf_idx, a, b, n).astype(np.intp)
         lens = gather(src.slot_len, a, b, n)
         dbi = gather(m.slot_buf_idx, hwtail, end, mn).astype(np.intp)
+        if np.minimum.reduce(dbi) < 2 or np.maximum.reduce(dbi) >= wt.region.nbufs:
+            return  # the monitor's user broke its own slots: it loses these, the port syncs
         if wt.zcopy:
             scatter(src.slot_buf_idx, a, dbi.astype(np.uint32), n)
             for s in spans(a, b, n):
