@@ -392,7 +392,7 @@ def test_longest_names_are_fine() -> None:
 
 @pytest.mark.parametrize("kw", [{"rings": 17}, {"slots": 4097}, {"extra_bufs": 524289}])
 def test_geometry_limits_are_errors(kw) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"VALE port.* (must be 1\.\.|take 0\.\.)"):
         pynetmap.open("vale0:g", **kw)
 
 

@@ -390,7 +390,7 @@ class Capture:
         another error raises ``NetmapError`` when nothing could be sent.
         """
         done = takewhile((-1).__lt__, map(self._inject, repeat(self._handle), addrs, lens))
-        n = sum(1 for _ in done)
+        n = len(list(done))  # the loop runs in C: map, takewhile, list
         if n == 0 and addrs:
             msg = self._geterr()  # libpcap's "send: <strerror(errno)>"
             if not any(os.strerror(e) in msg for e in _RETRY):

@@ -54,6 +54,7 @@ from ..kring import (
     SlotError,
     bad_slots,
     clear_buf_changed,
+    distance,
     gather,
     scatter,
     spans,
@@ -557,7 +558,7 @@ class ValeAdapter(Adapter):
         sw.lock.acquire(lockno)
         try:
             hwtail = int(dw[HWTAIL])
-            space = (int(dw[HWCUR]) - hwtail - 1) % n
+            space = distance(hwtail, (int(dw[HWCUR]) - 1) % n, n)
             if nf is None:
                 k = m = min(len(first), space)
                 frag = first[:k]

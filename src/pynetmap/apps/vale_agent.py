@@ -86,7 +86,7 @@ class Agent:
         self.bridges: list[Bridge] = []
         self._stop = threading.Event()
         self.reason = ""
-        self._ifindex = _ifindex(spec.watch) if spec.watch else 0
+        self._ifindex = ifindex(spec.watch) if spec.watch else 0
         try:
             for p in spec.pairs:
                 pa = nm_open(p.a, **p.a_kw)
@@ -108,7 +108,7 @@ class Agent:
         self._stop.set()
 
     def interface_gone(self) -> bool:
-        return bool(self.spec.watch) and _ifindex(self.spec.watch) != self._ifindex
+        return bool(self.spec.watch) and ifindex(self.spec.watch) != self._ifindex
 
     def run(self) -> str:
         """Forward until stopped; returns why it stopped."""
@@ -144,7 +144,7 @@ class Agent:
         self.bridges.clear()
 
 
-def _ifindex(ifname: str) -> int:
+def ifindex(ifname: str) -> int:
     """The interface's index, 0 once it is gone (or renamed)."""
     from ..linux.ifinfo import if_index
 

@@ -44,10 +44,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import osl
+from ..constants import IFNAMSIZ
 from ..errors import NetmapError
 from ..names import PortNameError, parse
 from ..registry import State, transaction
-from .vale_agent import AgentSpec, Pair, spawn, wait_started
+from .vale_agent import AgentSpec, Pair, ifindex, spawn, wait_started
 
 GETOPT = "d:a:h:ln:r:C:"
 USAGE = """\
@@ -69,7 +70,6 @@ NOT_HERE = {
     "-P": "polling kernel threads do not exist here: the switch agent always polls",
     "-m": "a persistent port's memory region is chosen by its agent (the interface's)",
 }
-IFNAMSIZ = 16
 #: how long -d waits for an agent to close its ports before killing it
 DETACH_TIMEOUT = 10.0
 STATE_KEY = "vale_ctl"
@@ -166,13 +166,7 @@ def records(state: State) -> dict[str, dict[str, Any]]:
 
 
 def _exists(ifname: str) -> bool:
-    from ..linux.ifinfo import if_index
-
-    try:
-        if_index(ifname)
-    except NetmapError:
-        return False
-    return True
+    return ifindex(ifname) != 0
 
 
 def peer_name(name: str) -> str:

@@ -104,11 +104,6 @@ class Odometer:
         return max(ends)
 
 
-def _words(value: int) -> int:
-    """A digit's share of a checksum: the sum of its 16-bit halves."""
-    return (value >> 16) + (value & 0xFFFF)
-
-
 def constant(frame: bytes, csum_at: int, digits: list[Digit]) -> int:
     """The one's-complement sum of ``frame``'s checksummed words *without* ``digits``.
 
