@@ -336,8 +336,8 @@ def test_takes_interfaces_only_where_the_device_exists(monkeypatch: pytest.Monke
 
 def test_pkt_gen_runs_on_a_native_port(monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture) -> None:
-    """pkt-gen, unchanged, through open() -> the kernel (the core hook is emulated here)."""
-    from pynetmap import adapters, register
+    """pkt-gen, unchanged, through open() -> the core's kernel_register hook -> the kernel."""
+    from pynetmap import adapters
     from pynetmap.apps import pktgen
 
     kernel = FakeKernel({"em0": 1}, slots=256)
@@ -351,17 +351,9 @@ def test_pkt_gen_runs_on_a_native_port(monkeypatch: pytest.MonkeyPatch,
         def open_kernel(cls, spec, conf, extra_bufs, flags, kw, device=None):  # type: ignore
             return super().open_kernel(spec, conf, extra_bufs, flags, kw, device=kernel)
 
-    core_open = register.open_port
-
-    def open_port(cls, spec, conf, extra_bufs, flags, kw):  # type: ignore[no-untyped-def]
-        if getattr(cls, "kernel_register", False):  # the hook the core needs
-            return cls.open_kernel(spec, conf, extra_bufs, flags, kw)
-        return core_open(cls, spec, conf, extra_bufs, flags, kw)
-
     entry = f"{__name__}:Fake"
     monkeypatch.setattr(adapters, "ADAPTERS", [entry, *adapters.ADAPTERS])
     monkeypatch.setitem(adapters._loaded, entry, Fake)
-    monkeypatch.setattr(register, "open_port", open_port)
     rc = pktgen.main(["-f", "tx", "-i", "netmap:em0/T", "-n", "3000", "-l", "60", "-w", "0"])
     out = capsys.readouterr().out
     assert rc == 0 and "Sent 3000 packets" in out, out
