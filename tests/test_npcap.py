@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -203,6 +204,8 @@ def test_interfaces_command_lists_netmap_names(capsys: pytest.CaptureFixture) ->
     assert I.main([]) == 0
     lines = capsys.readouterr().out.split()
     assert lines and all(line.startswith("netmap:") for line in lines)
+    if sys.platform.startswith("linux"):
+        assert "netmap:lo" in lines  # what libpcap lists: the loopback, by name
 
 
 def test_windows_rows() -> None:

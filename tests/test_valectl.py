@@ -164,15 +164,29 @@ def test_agent_forwards_both_ways(agent):
     assert [got.frame(i) for i in range(len(got))] == frames[:7]
 
 
-def test_agent_stop_gives_the_reason_and_closes_its_ports(agent):
-    ag, a, b = agent
-    ports = list(ag.ports)
-    ag.stop("asked")
-    time.sleep(0.3)
-    assert ag.reason == "asked"
-    ag.close()
-    assert all(p.closed for p in ports)
-    assert a.poll(pynetmap.POLLIN, 2000) & pynetmap.POLLHUP  # the peer end went with it
+def test_agent_stop_gives_the_reason_and_closes_its_ports():
+    """run() returns the first reason it was stopped for; close() closes its ports."""
+    x, y = uniq(), uniq()
+    ag = Agent(AgentSpec([Pair(f"netmap:{x}{{0", f"netmap:{y}{{0", share_region=False)]))
+    a, b = pynetmap.open(f"netmap:{x}}}0"), pynetmap.open(f"netmap:{y}}}0")
+    returned: list[str] = []
+    t = threading.Thread(target=lambda: returned.append(ag.run()))
+    t.start()
+    try:
+        ports = list(ag.ports)
+        ag.stop("asked")
+        ag.stop("a second reason")  # the first one stands
+        t.join(10)
+        assert not t.is_alive() and returned == ["asked"]
+        ag.close()
+        assert all(p.closed for p in ports)
+        assert a.poll(pynetmap.POLLIN, 2000) & pynetmap.POLLHUP  # the peer end went with it
+    finally:
+        ag.stop("test over")
+        t.join(10)
+        ag.close()
+        a.close()
+        b.close()
 
 
 def test_agent_open_failure_closes_what_it_opened():
