@@ -28,9 +28,8 @@ import time
 import uuid
 
 import numpy as np
-from _common import pktgen, stop, table, write_json
+from _common import RX_SUMMARY, pktgen, stop, table, write_json
 
-RX = re.compile(r"^Received (\d+) packets .* in (\d+\.\d+) seconds\.$", re.M)
 FINAL = re.compile(r"^(\d+) packets forwarded\.  (\d+) packets dropped\. Total (\d+)$", re.M)
 
 
@@ -43,10 +42,10 @@ def received(outs: list[str]) -> tuple[int, float]:
     """Packets and Mpps summed over rx processes' final lines."""
     n, mpps = 0, 0.0
     for out in outs:
-        m = RX.search(out)
+        m = RX_SUMMARY.search(out)  # packets, bytes, seconds
         if m:
             n += int(m.group(1))
-            mpps += int(m.group(1)) / float(m.group(2)) / 1e6
+            mpps += int(m.group(1)) / float(m.group(3)) / 1e6
     return n, mpps
 
 
