@@ -162,18 +162,20 @@ def route(src: np.ndarray, dst: np.ndarray, table: np.ndarray, me: int, last: in
     writes: dict[int, int] = {}
     if len(wpos):
         uw, winv = unique(wmac)
-        wb = h(uw)[winv]
-        dbk = dbu[inv]
-        for b in np.unique(wb).tolist():
-            at = wb == b
-            pos_b, mac_b = wpos[at], wmac[at]
-            writes[b] = int(mac_b[-1]) | (me + 1) << PORT_SHIFT
-            who = np.flatnonzero(dbk == b)
-            if not len(who):
-                continue
-            k = np.searchsorted(pos_b, who, side="right") - 1  # last write at or before
-            seen = k >= 0
-            entry[who[seen]] = mac_b[k[seen]] | me_tag
+        wb = h(uw)[winv].astype(np.int64)
+        # The writes in (bucket, position) order: a bucket's last write is its entry
+        # after the batch, and the write a packet sees is the last one at or before
+        # it in its destination's bucket -- one sorted search for the whole batch,
+        # however many sources it carries (a loop per bucket was a step per MAC).
+        o = np.lexsort((wpos, wb))
+        sb, sp, sm = wb[o], wpos[o], wmac[o]
+        last_of = np.append(sb[1:] != sb[:-1], True)
+        writes = dict(zip(sb[last_of].tolist(), (sm[last_of] | me_tag).tolist(), strict=True))
+        dbk = dbu[inv].astype(np.int64)
+        k = np.searchsorted(sb * (n + 1) + sp, dbk * (n + 1) + np.arange(n), side="right") - 1
+        seen = k >= 0
+        seen[seen] &= sb[k[seen]] == dbk[seen]
+        entry[seen] = sm[k[seen]] | me_tag
     port = (entry >> np.uint64(PORT_SHIFT)).astype(np.int64) - 1
     known = ((dst & np.uint64(1)) == 0) & (port >= 0) & ((entry & np.uint64(MAC_MASK)) == dst)
     out = np.where(known, port, FLOOD)
