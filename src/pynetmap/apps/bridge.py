@@ -26,8 +26,6 @@ Where we differ from netmap's tool, on purpose:
 from __future__ import annotations
 
 import getopt
-import select
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ from ..ring import Ring
 from ..wake import wait_any
 from .pktgen import report
 from .pktgen.options import UsageError, number  # pkt-gen's command-line rules
-from .stopping import stop_on_sigint
+from .stopping import Stopper, stop_on_sigint
 
 GETOPT = "hb:ci:vw:LT:"
 LONG = ["duration="]
@@ -200,11 +198,7 @@ class Bridge:
         self.b2a = 0
         self.msg_a2b = f"{pa.name}:{_side(pa)} --> {pb.name}:{_side(pb)}"
         self.msg_b2a = f"{pb.name}:{_side(pb)} --> {pa.name}:{_side(pa)}"
-        self._stopped = False
-        # stop() writes here so that a sleeping select() returns at once
-        self._stop_r, self._stop_w = socket.socketpair()
-        self._stop_r.setblocking(False)
-        self._stop_w.setblocking(False)
+        self._stopper = Stopper()
         self._rd_second = 0
         self._rd_count = 0
         self._hup_seen: set[int] = set()
@@ -283,16 +277,11 @@ class Bridge:
     # -- main loop -------------------------------------------------------------------
     def stop(self) -> None:
         """Make ``run`` return soon; safe from another thread or a signal handler."""
-        self._stopped = True
-        try:
-            self._stop_w.send(b"s")
-        except OSError:
-            pass  # already woken (buffer full) or closed
+        self._stopper.stop()
 
     def sleep(self, seconds: float) -> None:
         """Sleep, but return as soon as ``stop`` is called (the -w wait)."""
-        if seconds > 0 and not self._stopped:
-            select.select([self._stop_r], [], [], seconds)
+        self._stopper.sleep(seconds)
 
     def run(self, duration: float = 0.0) -> None:
         """netmap's main loop until :meth:`stop` or ``duration`` seconds (0: no limit).
@@ -309,7 +298,7 @@ class Bridge:
         next_report = start + 1.0
         last = (0, 0, start)
         idle_since = start
-        while not self._stopped:
+        while not self._stopper.stopped:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break
@@ -325,7 +314,7 @@ class Bridge:
             if self.verbose:
                 timeout = min(timeout, next_report - now)
             ra, rb = wait_any((pa, pb), (ev_a, ev_b), max(0.0, timeout) * 1000,
-                              extra_fds=(self._stop_r.fileno(),))
+                              extra_fds=(self._stopper.fileno(),))
             if not (ra or rb):
                 if time.monotonic() - idle_since >= POLL_TIMEOUT:
                     self._poll_line("timeout", ev_a, 0, ev_b, 0)
@@ -381,8 +370,7 @@ class Bridge:
 
     def close(self) -> None:
         """Close the stop socket (the ports belong to the caller)."""
-        self._stop_r.close()
-        self._stop_w.close()
+        self._stopper.close()
 
 
 def main(argv: list[str] | None = None) -> int:

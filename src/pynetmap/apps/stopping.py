@@ -7,7 +7,9 @@ ports (a NIC port must not leave its XDP program behind)."""
 from __future__ import annotations
 
 import contextlib
+import select
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,3 +37,34 @@ def stop_on_sigint(stop: Callable[[], None]) -> Iterator[None]:
     finally:
         if installed:
             signal.signal(signal.SIGINT, old)
+
+
+class Stopper:
+    """A long-running tool's stop flag that also wakes a sleeping loop: ``stop()``
+    (from a signal handler or another thread) sets the flag and makes
+    :meth:`fileno` readable, so a ``select`` or ``wait_any`` on it returns at once."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+
+    def stop(self) -> None:
+        self.stopped = True
+        try:
+            self._w.send(b"s")
+        except OSError:
+            pass  # already woken (buffer full) or closed
+
+    def fileno(self) -> int:
+        return self._r.fileno()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but return as soon as :meth:`stop` is called (the -w wait)."""
+        if seconds > 0 and not self.stopped:
+            select.select([self._r], [], [], seconds)
+
+    def close(self) -> None:
+        self._r.close()
+        self._w.close()

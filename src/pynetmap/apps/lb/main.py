@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import getopt
 import json
-import select
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from ...port import POLLIN, POLLOUT, Port, RingError
 from ...wake import wait_any
 from ..pktgen import report
 from ..pktgen.options import UsageError, number
-from ..stopping import stop_on_sigint
+from ..stopping import Stopper, stop_on_sigint
 from .balancer import Balancer, Group, OutPipe
 
 GETOPT = "hi:p:b:B:s:o:w:WT:"
@@ -207,10 +205,7 @@ class LoadBalancer:
         self.inp: Port | None = None
         self.ports: list[Port] = []
         self.lb: Balancer | None = None
-        self._stopped = False
-        self._stop_r, self._stop_w = socket.socketpair()
-        self._stop_r.setblocking(False)
-        self._stop_w.setblocking(False)
+        self._stopper = Stopper()
         self._syslog: Any = None
         self._ring_errors = 0
         #: extra buffers taken from the input port and not yet owned by the Balancer
@@ -271,15 +266,10 @@ class LoadBalancer:
     # -- running ---------------------------------------------------------------
     def stop(self) -> None:
         """Make :meth:`run` return soon; safe from a signal handler or another thread."""
-        self._stopped = True
-        try:
-            self._stop_w.send(b"s")
-        except OSError:
-            pass
+        self._stopper.stop()
 
     def sleep(self, seconds: float) -> None:
-        if seconds > 0 and not self._stopped:
-            select.select([self._stop_r], [], [], seconds)
+        self._stopper.sleep(seconds)
 
     def run(self, duration: float = 0.0) -> None:
         """Forward until :meth:`stop` or ``duration`` seconds (0: no limit)."""
@@ -291,8 +281,8 @@ class LoadBalancer:
         stats = Stats(lb, cfg.ifname, time.time())
         next_tick = start + 1.0
         moved = 0
-        stop_fd = (self._stop_r.fileno(),)
-        while not self._stopped:
+        stop_fd = (self._stopper.fileno(),)
+        while not self._stopper.stopped:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break
@@ -369,8 +359,7 @@ class LoadBalancer:
             port.close()
         if inp is not None:
             inp.close()
-        self._stop_r.close()
-        self._stop_w.close()
+        self._stopper.close()
         if self._syslog is not None:
             self._syslog.closelog()
 
