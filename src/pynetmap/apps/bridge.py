@@ -39,7 +39,7 @@ from ..port import POLLERR, POLLHUP, POLLIN, POLLOUT, Port
 from ..ring import Ring
 from ..wake import wait_any
 from .pktgen import report
-from .pktgen.options import UsageError, number  # pkt-gen's command-line rules
+from .pktgen.options import UsageError, number, seconds  # pkt-gen's command-line rules
 from .stopping import Stopper, stop_on_sigint
 
 GETOPT = "hb:ci:vw:LT:"
@@ -127,12 +127,7 @@ def parse(argv: list[str]) -> Config:
         elif o == "-L":
             c.loopback = True
         elif o in ("-T", "--duration"):
-            try:
-                c.duration = float(v)
-            except ValueError:
-                raise UsageError(f"option {o} needs a number of seconds, got {v!r}") from None
-            if not c.duration >= 0:
-                raise UsageError(f"option {o} needs a number of seconds >= 0, got {v!r}")
+            c.duration = seconds(o, v)
     if len(rest) > 3:
         raise UsageError(f"unexpected arguments: {' '.join(rest[3:])}")
     if len(rest) > 0:

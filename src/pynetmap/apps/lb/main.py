@@ -17,7 +17,7 @@ from ...errors import NetmapError
 from ...port import POLLIN, POLLOUT, Port, RingError
 from ...wake import wait_any
 from ..pktgen import report
-from ..pktgen.options import UsageError, number
+from ..pktgen.options import UsageError, number, seconds
 from ..stopping import Stopper, stop_on_sigint
 from .balancer import Balancer, Group, OutPipe
 
@@ -115,12 +115,7 @@ def parse(argv: list[str]) -> Config:
         elif o == "-s":
             c.syslog_interval = _count(o, v)
         elif o in ("-T", "--duration"):
-            try:
-                c.duration = float(v)
-            except ValueError:
-                c.duration = -1
-            if not c.duration >= 0:
-                raise UsageError(f"option {o} needs a number of seconds >= 0, got {v!r}")
+            c.duration = seconds(o, v)
     if c.help:
         return c
     if not c.ifname:

@@ -150,6 +150,17 @@ def number(opt: str, v: str) -> int:
         raise UsageError(f"option {opt} needs a number, got {v!r}") from None
 
 
+def seconds(opt: str, v: str) -> float:
+    """The seconds given to option ``opt`` (bridge's and lb's ``-T``): a number >= 0."""
+    try:
+        s = float(v)
+    except ValueError:
+        s = -1.0
+    if not s >= 0:  # also NaN
+        raise UsageError(f"option {opt} needs a number of seconds >= 0, got {v!r}")
+    return s
+
+
 def _int(opt: str, v: str) -> int:
     """The number of option ``opt``.  None of pkt-gen's numbers can be negative: refused
     here, before a negative count reads as "none" or a negative cpu count as "too high"."""
