@@ -111,9 +111,18 @@ def make_extra_list(region: R.Region, k: int) -> tuple[int, int]:
     if k <= 0:
         return 0, 0
     idx = region.alloc_bufs(k)
-    nxt = np.concatenate([[0], idx[:-1]]).astype(np.uint32)  # each points at the previous
+    return link_list(region, idx[::-1]), k
+
+
+def link_list(region: R.Region, idx: np.ndarray) -> int:
+    """Chain buffers ``idx[0] -> idx[1] -> ... -> 0`` by their first 4 bytes (the
+    extra-buffer list of spec §2.7); returns the head (0 for none)."""
+    idx = np.asarray(idx, np.uint32)
+    if not len(idx):
+        return 0
+    nxt = np.append(idx[1:], np.uint32(0))
     region.bufs[idx, :4] = nxt.view(np.uint8).reshape(-1, 4)
-    return int(idx[-1]), k
+    return int(idx[0])
 
 
 def walk_list(region: R.Region, head: int, limit: int) -> list[int]:

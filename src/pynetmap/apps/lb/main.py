@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ... import objects
 from ... import open as nm_open
 from ... import parse as nm_parse
 from ...errors import NetmapError
@@ -371,11 +372,7 @@ def _why(e: Exception) -> str:
 
 def _link(port: Port, bufs: list[int]) -> None:
     """Make ``bufs`` the port's extra-buffer list again (its close frees them)."""
-    idx = np.asarray(bufs, np.uint32)
-    nxt = np.concatenate([idx[1:], [0]]).astype(np.uint32)
-    if len(idx):
-        port.region.bufs[idx, :4] = nxt.view(np.uint8).reshape(-1, 4)
-    port.bufs_head = int(idx[0]) if len(idx) else 0
+    port.bufs_head = objects.link_list(port.region, np.asarray(bufs, np.uint32))
 
 
 def main(argv: list[str] | None = None) -> int:
