@@ -16,6 +16,7 @@ import time
 
 import netns
 import pytest
+from ringutil import drain
 
 import pynetmap
 from pynetmap import pcap
@@ -46,19 +47,6 @@ def pipe():
 
 def frames(k: int, size: int = 60) -> list[bytes]:
     return [bytes([i % 256]) * size for i in range(k)]
-
-
-def drain(p: pynetmap.Port) -> list[tuple[int, bytes, int]]:
-    """(ring, frame, flags) of everything the port has, released."""
-    p.rxsync()
-    out = []
-    for r in p.rx_rings:
-        while not r.empty():
-            i = r.cur
-            out.append((r.ringid, bytes(r.buf(i)[: r.slots["len"][i]]), int(r.slots["flags"][i])))
-            r.advance(1)
-    p.rxsync()
-    return out
 
 
 def release_all(p: pynetmap.Port) -> list[bytes]:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ringutil import drain
 
 import pynetmap
 from pynetmap import registry, traffic
@@ -176,19 +177,6 @@ MCAST = bytes.fromhex("01005e000001")
 def frame(dst: bytes, src: bytes, tag: int = 0, size: int = 60) -> bytes:
     body = tag.to_bytes(4, "big") * ((size - 14) // 4 + 1)
     return dst + src + b"\x08\x00" + body[: size - 14]
-
-
-def drain(port: pynetmap.Port) -> list[tuple[int, bytes, int]]:
-    """(rx ring, frame, flags) of everything waiting, released."""
-    port.rxsync()
-    out = []
-    for r in port.rx_rings:
-        while not r.empty():
-            i = r.cur
-            out.append((r.ringid, bytes(r.buf(i)[: r.slots["len"][i]]), int(r.slots["flags"][i])))
-            r.advance(1)
-    port.rxsync()
-    return out
 
 
 def send(port: pynetmap.Port, frames: list[bytes], ring: int = 0) -> None:
