@@ -184,8 +184,15 @@ def _linux_facts(spec: PortSpec, engine: str) -> tuple[str, int, dict]:
     if engine == "packet":
         ifinfo.require_capability(ifinfo.CAP_NET_RAW, what=f"{spec.spec} (AF_PACKET engine)")
     nq = min(ifinfo.queue_counts(ifname)) if engine == "xdp" else 1
-    return engine, nq, {"ifindex": ifinfo.if_index(ifname), "mtu": ifinfo.mtu(ifname),
-                        "mac": _mac_text(ifinfo.mac(ifname))}
+    return engine, nq, _kernel_facts(ifname)
+
+
+def _kernel_facts(ifname: str) -> dict:
+    """What the Linux kernel says of the interface: index, MTU, MAC."""
+    from . import ifinfo
+
+    return {"ifindex": ifinfo.if_index(ifname), "mtu": ifinfo.mtu(ifname),
+            "mac": _mac_text(ifinfo.mac(ifname))}
 
 
 def _pcap_facts(spec: PortSpec, engine: str) -> dict:
@@ -213,8 +220,7 @@ def _pcap_facts(spec: PortSpec, engine: str) -> dict:
 
         ifinfo.require_up(ifname)
         ifinfo.require_capability(ifinfo.CAP_NET_RAW, what=f"{spec.spec} (pcap engine)")
-        return {"ifindex": ifinfo.if_index(ifname), "mtu": ifinfo.mtu(ifname),
-                "mac": _mac_text(ifinfo.mac(ifname))}
+        return _kernel_facts(ifname)
     import socket
 
     dev = libpcap.device(ifname)

@@ -36,14 +36,16 @@ from ..adapter import Adapter, Found, PortInfo
 from ..constants import NR_RX, NR_TX
 from ..errors import NetmapError
 from ..kring import KRING_SIZE, KRing
+from ..linux.nic import ENGINES as NIC_ENGINES
 from ..names import PortSpec
 from ..port import POLLIN, POLLOUT, Port
 from ..ring import Ring
 from . import abi
 
 DEVICE = "/dev/netmap"
-#: the engine names that choose another NIC engine even where /dev/netmap exists
-OTHER_ENGINES = ("xdp", "packet", "pcap", "npcap")
+#: the engine names that choose another NIC engine even where /dev/netmap exists:
+#: the NIC adapter's, so that a new engine there is one here too
+OTHER_ENGINES = tuple(e for e in NIC_ENGINES if e != "auto")
 
 
 class Device:
