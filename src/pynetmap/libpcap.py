@@ -37,8 +37,10 @@ import errno
 import os
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat, takewhile
+from typing import Any
 
 import numpy as np
 
@@ -216,9 +218,9 @@ def _bsd_mtu(name: str) -> int | None:
     return int.from_bytes(req[16:20], sys.byteorder, signed=True)
 
 
-def device(name: str) -> Device:
-    """The device ``name``; ``NetmapError(ENXIO)`` when libpcap does not list it."""
-    lib = load()
+def all_devices(lib: Any) -> Iterator[_If]:
+    """libpcap's (or Npcap's) device list, ``pcap_findalldevs``: each entry while the
+    walk lasts; the list is freed when the walk ends or is left."""
     head = ctypes.POINTER(_If)()
     err = ctypes.create_string_buffer(PCAP_ERRBUF_SIZE)
     if lib.pcap_findalldevs(ctypes.byref(head), err) != 0:
@@ -226,18 +228,23 @@ def device(name: str) -> Device:
     try:
         node = head
         while node:
-            d = node.contents
-            if d.name.decode() == name:
-                mac = None
-                a = d.addresses
-                while a and mac is None:
-                    if a.contents.addr:
-                        mac = _link_mac(bytes(a.contents.addr.contents.raw))
-                    a = a.contents.next
-                return Device(name, bool(d.flags & PCAP_IF_UP), mac, _bsd_mtu(name))
-            node = d.next
+            yield node.contents
+            node = node.contents.next
     finally:
         lib.pcap_freealldevs(head)
+
+
+def device(name: str) -> Device:
+    """The device ``name``; ``NetmapError(ENXIO)`` when libpcap does not list it."""
+    for d in all_devices(load()):
+        if d.name.decode() == name:
+            mac = None
+            a = d.addresses
+            while a and mac is None:
+                if a.contents.addr:
+                    mac = _link_mac(bytes(a.contents.addr.contents.raw))
+                a = a.contents.next
+            return Device(name, bool(d.flags & PCAP_IF_UP), mac, _bsd_mtu(name))
     raise NetmapError(errno.ENXIO, f"no such interface {name!r}")
 
 

@@ -68,24 +68,11 @@ def adapters(iphlpapi: Any = None) -> list[names.Adapter]:
 
 
 def pcap_devices(npcap: Any) -> list[names.PcapDevice]:
-    """Npcap's devices (``pcap_findalldevs``)."""
-    from ..libpcap import PCAP_ERRBUF_SIZE, _If
+    """Npcap's devices (``pcap_findalldevs``; an error is a ``NetmapError``, an OSError)."""
+    from ..libpcap import all_devices
 
-    w = npcap.wpcap
-    head = ctypes.POINTER(_If)()
-    err = ctypes.create_string_buffer(PCAP_ERRBUF_SIZE)
-    if w.pcap_findalldevs(ctypes.byref(head), err) != 0:
-        raise OSError(f"pcap_findalldevs: {err.value.decode(errors='replace')}")
-    out = []
-    try:
-        node = head
-        while node:
-            d = node.contents
-            out.append(names.PcapDevice(d.name.decode(), (d.description or b"").decode()))
-            node = d.next
-    finally:
-        w.pcap_freealldevs(head)
-    return out
+    return [names.PcapDevice(d.name.decode(), (d.description or b"").decode())
+            for d in all_devices(npcap.wpcap)]
 
 
 def windows_table(npcap: Any = None) -> list[names.Interface]:
