@@ -74,6 +74,8 @@ TX_PEERS = ("xdp", "packet", "trafgen", "socket", "scapy", "trafgen_gro", "live"
 #: rows that run with GRO on at pnm1 (veth's NAPI path, needed by XDP-sent frames)
 GRO_PEERS = ("trafgen_gro", "live")
 RX_PEERS = ("xdp", "packet", "socket")
+#: pynetmap's own engines, run as pkt-gen with PYNETMAP_ENGINE (pcap: bench/pcap_bench.py)
+ENGINE_PEERS = ("xdp", "packet", "pcap")
 ETH_P_IP = 0x0800
 SOL_PACKET, PACKET_STATISTICS, PACKET_IGNORE_OUTGOING = 263, 6, 23
 #: no sender can exceed this on one core here; sets each sender's packet bound
@@ -340,7 +342,7 @@ def run_tx(peer: str, pair: netns.VethPair, a: argparse.Namespace, frame: bytes,
            conf: str | None) -> dict:
     count = int(MAX_PPS * (a.seconds + 25))  # more than the window needs, still a bound
     limit = a.seconds + 30  # seconds, for the senders that take one
-    if peer in ("xdp", "packet"):
+    if peer in ENGINE_PEERS:
         proc = Proc(pktgen_argv(pair, a.cpu, "tx", count), env=child_env(PYNETMAP_ENGINE=peer))
     elif peer == "live":
         proc = Proc(pktgen_argv(pair, a.cpu, "tx", count, live=True), env=child_env())

@@ -58,13 +58,7 @@ def worker_sniff(ifname: str, count: int, seconds: float) -> None:
 def run_tx(peer: str, pair: netns.VethPair, a: argparse.Namespace, frame: bytes) -> dict:
     if peer == "scapy":
         return N.run_tx_scapy(pair, a, frame)
-    count = int(N.MAX_PPS * (a.seconds + 25))  # more than the window needs, still a bound
-    proc = N.Proc(N.pktgen_argv(pair, a.cpu, "tx", count),
-                  env=N.child_env(PYNETMAP_ENGINE=peer))
-    try:
-        return N.tx_window(pair, proc, a.seconds)
-    finally:
-        proc.stop()
+    return N.run_tx(peer, pair, a, frame, None)  # pkt-gen on the peer's engine
 
 
 def run_rx(peer: str, pair: netns.VethPair, a: argparse.Namespace) -> dict:
