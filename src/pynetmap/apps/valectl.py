@@ -328,15 +328,10 @@ def _make_pair(name: str, peer: str) -> None:
     Frames leave a veth with their checksum unfinished when offload is on;
     through the switch they would reach other ports that way.
     """
-    from ..linux.hoststack import _index, _ipr, _tx_checksum_off
+    from ..linux.hoststack import _index, _ipr, _tx_checksum_off, add_veth
 
     with _ipr() as ipr:
-        try:
-            ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer})
-        except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError, with the errno
-            code = getattr(e, "code", errno.EIO)
-            raise NetmapError(code, f"cannot create the veth pair {name}/{peer}: "
-                                    f"{os.strerror(code)}") from None
+        add_veth(ipr, name, peer, "the veth pair")
         try:
             for ifname in (name, peer):
                 _tx_checksum_off(ifname)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import socket
 from typing import Any
 
@@ -97,6 +98,17 @@ def move_l3(ipr: Any, src: int, dst: int) -> None:
             pass
 
 
+def add_veth(ipr: Any, name: str, peer: str, what: str) -> None:
+    """Create the veth pair ``name``/``peer``; pyroute2's error becomes a NetmapError
+    with its errno (``what`` says which pair, for the message)."""
+    try:
+        ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer})
+    except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError, with the errno
+        code = getattr(e, "code", errno.EIO)
+        raise NetmapError(code, f"cannot create {what} {name}/{peer}: "
+                                f"{os.strerror(code)}") from None
+
+
 class HostStack:
     """This process's handle on an interface's host-stack veth pair."""
 
@@ -116,12 +128,7 @@ class HostStack:
                 raise NetmapError(errno.ENXIO, f"no such interface {ifname!r}")
             if _index(ipr, stack) is not None:
                 _restore(ipr, ifname)  # left by a port whose process died
-            try:
-                ipr.link("add", ifname=app, kind="veth", peer={"ifname": stack})
-            except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError, with the errno
-                code = getattr(e, "code", errno.EIO)
-                raise NetmapError(code, f"{ifname}: cannot create the host-stack veth pair "
-                                  f"{app}/{stack}: {e}") from None
+            add_veth(ipr, app, stack, f"{ifname}: the host-stack veth pair")
             record["host"] = {"app": app, "stack": stack}
             s_idx, a_idx = _index(ipr, stack), _index(ipr, app)
             assert s_idx is not None and a_idx is not None  # just created
