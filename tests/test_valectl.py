@@ -13,6 +13,7 @@ killed by its pid.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -134,16 +135,19 @@ def test_peer_names_fit_ifnamsiz():
 
 # -- the agent over pipes (no privileges) ---------------------------------------------
 
-@pytest.fixture
-def agent() -> Iterator[tuple[Agent, pynetmap.Port, pynetmap.Port]]:
-    """An agent forwarding pipe ends x{0 <-> y{0, and the test's ends x}0, y}0."""
+@contextlib.contextmanager
+def running_agent() -> Iterator[tuple[Agent, pynetmap.Port, pynetmap.Port, threading.Thread,
+                                      list[str]]]:
+    """An agent forwarding pipe ends x{0 <-> y{0 in a thread, the test's ends x}0, y}0,
+    the thread, and what its run() returned (once it has)."""
     x, y = uniq(), uniq()
     ag = Agent(AgentSpec([Pair(f"netmap:{x}{{0", f"netmap:{y}{{0", share_region=False)]))
     a, b = pynetmap.open(f"netmap:{x}}}0"), pynetmap.open(f"netmap:{y}}}0")
-    t = threading.Thread(target=ag.run)
+    returned: list[str] = []
+    t = threading.Thread(target=lambda: returned.append(ag.run()))
     t.start()
     try:
-        yield ag, a, b
+        yield ag, a, b, t, returned
     finally:
         ag.stop("test over")
         t.join(10)
@@ -151,6 +155,12 @@ def agent() -> Iterator[tuple[Agent, pynetmap.Port, pynetmap.Port]]:
         a.close()
         b.close()
     assert not t.is_alive()
+
+
+@pytest.fixture
+def agent() -> Iterator[tuple[Agent, pynetmap.Port, pynetmap.Port]]:
+    with running_agent() as (ag, a, b, _, _):
+        yield ag, a, b
 
 
 def test_agent_forwards_both_ways(agent):
@@ -166,13 +176,7 @@ def test_agent_forwards_both_ways(agent):
 
 def test_agent_stop_gives_the_reason_and_closes_its_ports():
     """run() returns the first reason it was stopped for; close() closes its ports."""
-    x, y = uniq(), uniq()
-    ag = Agent(AgentSpec([Pair(f"netmap:{x}{{0", f"netmap:{y}{{0", share_region=False)]))
-    a, b = pynetmap.open(f"netmap:{x}}}0"), pynetmap.open(f"netmap:{y}}}0")
-    returned: list[str] = []
-    t = threading.Thread(target=lambda: returned.append(ag.run()))
-    t.start()
-    try:
+    with running_agent() as (ag, a, b, t, returned):
         ports = list(ag.ports)
         ag.stop("asked")
         ag.stop("a second reason")  # the first one stands
@@ -181,12 +185,6 @@ def test_agent_stop_gives_the_reason_and_closes_its_ports():
         ag.close()
         assert all(p.closed for p in ports)
         assert a.poll(pynetmap.POLLIN, 2000) & pynetmap.POLLHUP  # the peer end went with it
-    finally:
-        ag.stop("test over")
-        t.join(10)
-        ag.close()
-        a.close()
-        b.close()
 
 
 def test_agent_open_failure_closes_what_it_opened():
