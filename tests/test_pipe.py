@@ -196,6 +196,30 @@ def test_flow_control_full_ring():
         assert tx.space() == 7
 
 
+def test_poll_for_rx_flushes_only_tx_rings_with_work():
+    """As netmap's poll: waiting for POLLIN syncs a TX ring only if slots were
+    submitted (head != hwcur); waiting for POLLOUT syncs every TX ring."""
+    p = uniq()
+    with pynetmap.open(f"netmap:{p}{{0@conf:slots=8") as a, pynetmap.open(f"netmap:{p}}}0") as b:
+        tx = a.tx_rings[0]
+        k = tx.kring
+        heads = []
+        real = k.sync
+        k.sync = lambda kring, head: (heads.append(head), real(kring, head))[1]
+        assert a.poll(POLLIN, 0) == 0
+        assert heads == []  # idle: not synced
+        tx.send(frames(3))
+        assert a.poll(POLLIN, 0) == 0
+        assert heads == [3]  # flushed: the peer has them
+        assert b.poll(POLLIN, 0) & POLLIN
+        b.rx_rings[0].release(3)
+        b.rxsync()
+        assert tx.tail == 7  # the release is not seen without a TX sync
+        assert a.poll(POLLIN, 0) == 0 and heads == [3] and tx.tail == 7
+        assert a.poll(POLLOUT, 0) & POLLOUT
+        assert heads == [3, 3] and tx.tail == 2  # 7 slots free again
+
+
 def test_exclusive_open():  # functional 003
     p = uniq()
     with pynetmap.open(f"netmap:{p}{{0/x"):

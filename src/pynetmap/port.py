@@ -22,7 +22,7 @@ from . import region as R
 from .adapter import PortInfo
 from .constants import NR_NO_TX_POLL
 from .errors import NetmapError
-from .kring import SlotError
+from .kring import HWCUR, SlotError
 from .names import PortSpec
 from .objects import walk_list
 from .ring import Ring
@@ -165,13 +165,17 @@ class Port:
         if errors:
             raise RingError(22, "; ".join(errors))
 
-    def _txsync(self) -> list[str]:
+    def _txsync(self, idle: bool = True) -> list[str]:
+        """Sync the TX rings; ``idle=False`` skips those with nothing submitted
+        (``head == hwcur``), as netmap's poll flushes only rings with work."""
         if self.closed:
             self._check_open()
         if self._kernel:
             return self.adapter.kernel_txsync()
         errors = []
         for k in self._tx_k:
+            if not idle and k.hdr[L.RW_HEAD] == k.w[HWCUR]:
+                continue
             why = k.txsync()
             if why is not None:
                 errors.append(f"{self.name} tx ring {k.ringid}: {why}")
@@ -197,8 +201,9 @@ class Port:
         Returns the revents bitmask: POLLIN when an RX ring has ``cur != tail``,
         POLLOUT when a TX ring has ``cur != tail``, POLLERR when a ring had
         to be reset or a sync failed with EIO (a monitor whose port left),
-        POLLHUP when the peer of a pipe or a monitor's port is gone.  TX rings are
-        flushed on every call unless the port was opened with NR_NO_TX_POLL.
+        POLLHUP when the peer of a pipe or a monitor's port is gone.  TX rings with
+        slots submitted (``head != hwcur``) are flushed on every call unless the
+        port was opened with NR_NO_TX_POLL; waiting for POLLOUT syncs them all.
         """
         want_tx = bool(events & (POLLOUT | POLLWRNORM))
         want_rx = bool(events & (POLLIN | POLLRDNORM))
@@ -213,7 +218,7 @@ class Port:
                 revents = 0
                 try:
                     if want_tx or not self.flags & NR_NO_TX_POLL:
-                        if self._txsync():
+                        if self._txsync(want_tx):
                             revents |= POLLERR
                         if want_tx:
                             for k in self._tx_k:
