@@ -233,3 +233,33 @@ def test_seq_checker_counts_gaps_and_reordering():
     assert (c.gaps, c.out_of_order) == (2, 1)  # 7->9 gap, 10->8 backwards, 8->11 gap
     c.check(rows, np.array([6]), lens[:1], np.zeros(1, np.uint16))
     assert (c.gaps, c.out_of_order) == (2, 2)  # expected 12, found 11
+
+
+@pytest.mark.parametrize("h", [0, 12])
+@pytest.mark.parametrize("kind", ["ipv4", "arp", "short"])
+def test_pong_one_answers_as_the_batch_path(kind, h):
+    """pong's one-slot path (bytes) swaps what swap_addresses (the batch path) swaps:
+    MACs always, IPv4 addresses only in an IPv4 frame long enough to hold them."""
+    import uuid
+
+    import pynetmap
+
+    frame = bytes(h) + tpl(60).frame.tobytes()
+    if kind == "arp":
+        frame = frame[: h + 12] + b"\x08\x06" + frame[h + 14 :]
+    elif kind == "short":
+        frame = frame[: h + 30]  # IPv4 ethertype, but no room for the addresses
+    frame = frame[:h] + bytes(range(1, 13)) + frame[h + 12 :]  # two distinct MACs
+    want = np.frombuffer(frame, np.uint8)[None, :].copy()
+    swap_addresses(want, h)
+    fs = source("-f", "pong", "-H", str(h))
+    name = "pp" + uuid.uuid4().hex[:8]
+    with pynetmap.open(f"netmap:{name}{{0") as a, pynetmap.open(f"netmap:{name}}}0") as b:
+        rx, tx = a.rx_rings[0], a.tx_rings[0]
+        bt = b.tx_rings[0]
+        bt.write(bt.head, frame)
+        bt.advance(1)
+        b.txsync()
+        a.rxsync()
+        assert fs.pong_one(rx, rx.head, tx, tx.head) == len(frame)
+        assert tx.read(tx.head) == want.tobytes() != frame
