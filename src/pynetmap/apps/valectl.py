@@ -328,16 +328,16 @@ def _make_pair(name: str, peer: str) -> None:
     Frames leave a veth with their checksum unfinished when offload is on;
     through the switch they would reach other ports that way.
     """
-    from ..linux.hoststack import _index, _ipr, _tx_checksum_off, add_veth
+    from ..linux.hoststack import add_veth, link_index, netlink, tx_checksum_off
 
-    with _ipr() as ipr:
+    with netlink() as ipr:
         add_veth(ipr, name, peer, "the veth pair")
         try:
             for ifname in (name, peer):
-                _tx_checksum_off(ifname)
-                ipr.link("set", index=_index(ipr, ifname), state="up")
+                tx_checksum_off(ifname)
+                ipr.link("set", index=link_index(ipr, ifname), state="up")
         except BaseException:
-            ipr.link("del", index=_index(ipr, peer))
+            ipr.link("del", index=link_index(ipr, peer))
             raise
 
 
@@ -361,10 +361,10 @@ def remove(name: str) -> None:
             raise NetmapError(errno.EBUSY, f"{name} is attached to {agent['switch']}; "
                                            f"detach it first (vale-ctl -d {agent['switch']}:"
                                            f"{name})")
-        from ..linux.hoststack import _index, _ipr
+        from ..linux.hoststack import link_index, netlink
 
-        with _ipr() as ipr:
-            idx = _index(ipr, rec["peer"])
+        with netlink() as ipr:
+            idx = link_index(ipr, rec["peer"])
             if idx is not None:
                 ipr.link("del", index=idx)  # takes the OS's end with it, wherever it is
         del recs["persistent"][key]

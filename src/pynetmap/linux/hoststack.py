@@ -54,21 +54,25 @@ class _EthtoolValue(ctypes.Structure):
     _fields_ = [("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32)]
 
 
-def _tx_checksum_off(ifname: str) -> None:
+def tx_checksum_off(ifname: str) -> None:
+    """Have the kernel finish TX checksums in software on ``ifname`` (a veth end):
+    with offload on, its frames leave with the checksum unfinished."""
     val = _EthtoolValue(cmd=ETHTOOL_STXCSUM, data=0)
     _ioctl(ifname, SIOCETHTOOL, _IfreqData(name=ifname.encode(), data=ctypes.addressof(val)))
 
 
-def _ipr() -> Any:
+def netlink() -> Any:
+    """A pyroute2 ``IPRoute`` (a context manager), or the error saying to install it."""
     try:
         from pyroute2 import IPRoute
     except ImportError:
-        raise NetmapError(errno.ENOSYS, "host rings need pyroute2 "
-                                        "(pip install pyroute2)") from None
+        raise NetmapError(errno.ENOSYS, "host rings and vale-ctl's veth ports need "
+                                        "pyroute2 (pip install pyroute2)") from None
     return IPRoute()
 
 
-def _index(ipr: Any, ifname: str) -> int | None:
+def link_index(ipr: Any, ifname: str) -> int | None:
+    """The interface index of ``ifname``, None if there is no such interface."""
     found = ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
 
@@ -122,20 +126,20 @@ class HostStack:
     def setup(cls, ifname: str, record: dict) -> HostStack:
         """Create the pair, hand ``ifname``'s addresses and routes to the stack's end."""
         app, stack = names(ifname)
-        with _ipr() as ipr:
-            nic = _index(ipr, ifname)
+        with netlink() as ipr:
+            nic = link_index(ipr, ifname)
             if nic is None:
                 raise NetmapError(errno.ENXIO, f"no such interface {ifname!r}")
-            if _index(ipr, stack) is not None:
+            if link_index(ipr, stack) is not None:
                 _restore(ipr, ifname)  # left by a port whose process died
             add_veth(ipr, app, stack, f"{ifname}: the host-stack veth pair")
             record["host"] = {"app": app, "stack": stack}
-            s_idx, a_idx = _index(ipr, stack), _index(ipr, app)
+            s_idx, a_idx = link_index(ipr, stack), link_index(ipr, app)
             assert s_idx is not None and a_idx is not None  # just created
             ipr.link("set", index=s_idx, address=":".join(f"{b:02x}" for b in mac(ifname)),
                      mtu=mtu(ifname))
             ipr.link("set", index=a_idx, mtu=mtu(ifname))
-            _tx_checksum_off(stack)
+            tx_checksum_off(stack)
             ipr.link("set", index=a_idx, state="up")
             ipr.link("set", index=s_idx, state="up")
             move_l3(ipr, nic, s_idx)
@@ -156,7 +160,7 @@ class HostStack:
     @staticmethod
     def undo(record: dict) -> None:
         """Give the addresses and routes back to the interface and delete the pair."""
-        with _ipr() as ipr:
+        with netlink() as ipr:
             _restore(ipr, record["ifname"])
         old = record["host"].get("rp_filter")
         if old is not None:
@@ -181,7 +185,7 @@ def _rp_filter(ifname: str, value: str) -> str:
 
 def _restore(ipr: Any, ifname: str) -> None:
     app, stack = names(ifname)
-    nic, s_idx = _index(ipr, ifname), _index(ipr, stack)
+    nic, s_idx = link_index(ipr, ifname), link_index(ipr, stack)
     if s_idx is None:
         return
     if nic is not None:
