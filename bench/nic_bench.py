@@ -54,6 +54,7 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -442,6 +443,48 @@ def offer(pair: netns.VethPair, a: argparse.Namespace, frame: bytes, conf: str |
             "pnm1_tx_dropped": stats(pair.ns_b, pair.if_b)["tx"]["dropped"]}
 
 
+def measure_rx(proc: Proc, pair: netns.VethPair, load: argparse.Namespace, frame: bytes,
+               conf: str | None, wait_s: float, ready: str | None, settle_s: float,
+               count: Callable[[str], tuple[int, dict] | None]) -> dict:
+    """What a started receiver got of the offered load: wait until it prints
+    ``ready`` (then ``settle_s`` more; None: wait all of ``wait_s``), offer the
+    load, let it drain, stop it and read its count (``count(stdout)``)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ready is not None and ready in proc.stdout() + proc.stderr():
+            time.sleep(settle_s)
+            break
+        time.sleep(0.05)
+    try:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.why())
+        o = offer(pair, load, frame, conf)
+        time.sleep(0.5)  # let the receiver drain
+        proc.stop()
+        found = count(proc.stdout())
+        if found is None:
+            raise RuntimeError(proc.why())
+        got, extra = found
+    finally:
+        proc.stop()
+    return {**o, "received": got, "drops": o["offered"] - got,
+            "mpps": got / o["send_s"] / 1e6, **extra}
+
+
+def pktgen_rx_count(out: str) -> tuple[int, dict] | None:
+    """Packets in a pkt-gen receiver's final ``--json`` line."""
+    finals = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{") and '"final"' in ln]
+    return (int(finals[-1]["pkts"]), {}) if finals else None
+
+
+def _recv_count(out: str) -> tuple[int, dict] | None:
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        return None
+    r = json.loads(lines[-1])
+    return r["received"], {"socket_drops": r["socket_drops"]}
+
+
 def run_rx(peer: str, pair: netns.VethPair, a: argparse.Namespace, frame: bytes,
            conf: str | None) -> dict:
     rx_cpu = rx_cpus(a)[1]
@@ -449,39 +492,10 @@ def run_rx(peer: str, pair: netns.VethPair, a: argparse.Namespace, frame: bytes,
     if peer in ("xdp", "packet"):
         proc = Proc(pktgen_argv(pair, rx_cpu, "rx", 2 * count, a_to_b=False),
                     env=child_env(PYNETMAP_ENGINE=peer))
-        deadline = time.monotonic() + a.rx_warmup
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-    else:
-        proc = Proc(in_ns(pair.ns_a, rx_cpu, sys.executable, os.path.abspath(__file__),
-                          "_worker", "recv", pair.if_a, str(2 * count), str(a.rx_limit + 30)))
-        deadline = time.monotonic() + 20
-        while "ready" not in proc.stdout() and proc.poll() is None:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-    try:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.why())
-        o = offer(pair, a, frame, conf)
-        time.sleep(0.5)  # let the receiver drain
-        proc.stop()
-        if peer in ("xdp", "packet"):
-            finals = [json.loads(ln) for ln in proc.stdout().splitlines()
-                      if ln.startswith("{") and '"final"' in ln]
-            if not finals:
-                raise RuntimeError(proc.why())
-            got, extra = int(finals[-1]["pkts"]), {}
-        else:
-            lines = [ln for ln in proc.stdout().splitlines() if ln.startswith("{")]
-            if not lines:
-                raise RuntimeError(proc.why())
-            r = json.loads(lines[-1])
-            got, extra = r["received"], {"socket_drops": r["socket_drops"]}
-    finally:
-        proc.stop()
-    return {**o, "received": got, "drops": o["offered"] - got,
-            "mpps": got / o["send_s"] / 1e6, **extra}
+        return measure_rx(proc, pair, a, frame, conf, a.rx_warmup, None, 0.0, pktgen_rx_count)
+    proc = Proc(in_ns(pair.ns_a, rx_cpu, sys.executable, os.path.abspath(__file__),
+                      "_worker", "recv", pair.if_a, str(2 * count), str(a.rx_limit + 30)))
+    return measure_rx(proc, pair, a, frame, conf, 20.0, "ready", 0.0, _recv_count)
 
 
 # -- main ---------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 
 import nic_bench as N
 from _common import machine, table, write_json
@@ -61,6 +60,11 @@ def run_tx(peer: str, pair: netns.VethPair, a: argparse.Namespace, frame: bytes)
     return N.run_tx(peer, pair, a, frame, None)  # pkt-gen on the peer's engine
 
 
+def _sniff_count(out: str) -> tuple[int, dict] | None:
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    return (int(json.loads(lines[-1])["received"]), {}) if lines else None
+
+
 def run_rx(peer: str, pair: netns.VethPair, a: argparse.Namespace) -> dict:
     """One receiver, then the offered load (N.offer), then the receiver's own count."""
     rx_cpu = N.rx_cpus(a)[1]
@@ -70,35 +74,15 @@ def run_rx(peer: str, pair: netns.VethPair, a: argparse.Namespace) -> dict:
         proc = N.Proc(N.in_ns(pair.ns_a, rx_cpu, sys.executable, os.path.abspath(__file__),
                               "_worker", "sniff", pair.if_a, str(2 * load.rx_count),
                               str(a.rx_limit + 30)), env=N.child_env())
-        ready = "ready"
+        ready, count = "ready", _sniff_count
     else:
         load = a
         proc = N.Proc(N.pktgen_argv(pair, rx_cpu, "rx", 2 * a.rx_count, a_to_b=False),
                       env=N.child_env(PYNETMAP_ENGINE=peer))
-        ready = "Receiving from"
-    deadline = time.monotonic() + a.rx_warmup
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ready in proc.stdout() + proc.stderr():
-            time.sleep(0.5)  # opened; let it reach its receive loop
-            break
-        time.sleep(0.05)
-    try:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.why())
-        o = N.offer(pair, load, b"", None)
-        time.sleep(0.5)  # let the receiver drain
-        proc.stop()
-        lines = [ln for ln in proc.stdout().splitlines() if ln.startswith("{")]
-        if peer != "scapy":
-            lines = [ln for ln in lines if '"final"' in ln]
-        if not lines:
-            raise RuntimeError(proc.why())
-        r = json.loads(lines[-1])
-        got = int(r["received"] if peer == "scapy" else r["pkts"])
-    finally:
-        proc.stop()
-    return {**o, "received": got, "drops": o["offered"] - got,
-            "mpps": got / o["send_s"] / 1e6, "rate": load.rx_rate}
+        ready, count = "Receiving from", N.pktgen_rx_count
+    # opened: 0.5 s more to reach the receive loop
+    r = N.measure_rx(proc, pair, load, b"", None, a.rx_warmup, ready, 0.5, count)
+    return {**r, "rate": load.rx_rate}
 
 
 def main(argv: list[str] | None = None) -> int:
