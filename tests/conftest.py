@@ -61,9 +61,18 @@ def veth(_netns_session: None) -> Iterator[netns.VethPair]:
         yield pair
 
 
-@pytest.fixture(params=["xdp", "packet"])
+@pytest.fixture(params=["xdp", "packet", "pcap"])
 def engine(request: pytest.FixtureRequest, _netns_session: None) -> str:
-    """Each NIC engine in turn: AF_XDP (skipped without CAP_BPF), AF_PACKET."""
+    """Each NIC engine in turn: AF_XDP (skipped without CAP_BPF), AF_PACKET, libpcap
+    (skipped where the library is not installed)."""
     if request.param == "xdp":
         netns.require_privileges(bpf=True)
+    if request.param == "pcap":
+        from pynetmap import libpcap
+        from pynetmap.errors import NetmapError
+
+        try:
+            libpcap.load()
+        except NetmapError as e:
+            pytest.skip(f"libpcap is not installed here ({e})")
     return request.param
