@@ -683,6 +683,18 @@ def test_held_slots(nab: tuple[int, int, int]) -> None:
     assert held.tolist() == [i in arc(a, b, n) for i in range(n)]
 
 
+@given(st.integers(1, 12).flatmap(
+    lambda n: st.tuples(st.just(n), st.integers(0, n - 1), st.integers(0, n - 1))))
+def test_rx_room_is_up_to_one_slot_before_hwcur(nab: tuple[int, int, int]) -> None:
+    """A deliverer may fill, from hwtail, every slot that is neither held by the user
+    (``[hwcur, hwtail)``) nor the one kept free before hwcur."""
+    n, hwcur, hwtail = nab
+    ring = make_ring(n, NR_RX)
+    ring.kring.hwcur, ring.kring.hwtail = hwcur, hwtail
+    held = len(arc(hwcur, hwtail, n))
+    assert K.rx_room(ring.kring) == (hwtail, n - 1 - held)
+
+
 @settings(max_examples=300)
 @given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**16 - 1),
                           st.integers(0, 2**16 - 1)), max_size=24),

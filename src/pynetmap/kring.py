@@ -453,6 +453,15 @@ def rx_free_rows(kring: KRing, head: int) -> tuple[int, np.ndarray]:
     return hwtail, rows
 
 
+def rx_room(kring: KRing) -> tuple[int, int]:
+    """Where a process delivering into an RX ring (a switch, a monitored port) writes
+    next, ``hwtail``, and how many slots it may fill: up to ``hwcur - 1``, one slot
+    kept free as netmap keeps it.  Call it under the lock that serializes deliverers."""
+    w, n = kring.w, kring.num_slots
+    hwtail = w[HWTAIL]
+    return hwtail, distance(hwtail, (w[HWCUR] - 1) % n, n)
+
+
 def clear_buf_changed(flags: np.ndarray, a: int, b: int, n: int) -> None:
     """Clear ``NS_BUF_CHANGED`` in the circular range ``[a, b)`` of a ring's flags."""
     for s in spans(a, b, n):

@@ -54,6 +54,7 @@ from ..kring import (
     distance,
     gather,
     kring_words,
+    rx_room,
     scatter,
     spans,
 )
@@ -336,8 +337,7 @@ def _feed(kring: KRing, wt: _Watcher, a: int, b: int) -> None:
     flag = NS_TXMON if kring.dir == NR_TX else 0
     wt.lock.acquire(m.ringid)
     try:
-        hwtail = int(mw[HWTAIL])
-        space = distance(hwtail, (int(mw[HWCUR]) - 1) % mn, mn)
+        hwtail, space = rx_room(mk)
         count = distance(a, b, n)
         if count > space:  # short of room: skip the oldest
             a = (a + count - space) % n

@@ -54,8 +54,8 @@ from ..kring import (
     SlotError,
     bad_slots,
     clear_buf_changed,
-    distance,
     gather,
+    rx_room,
     scatter,
     spans,
 )
@@ -557,8 +557,7 @@ class ValeAdapter(Adapter):
         lockno = p * NM_BDG_MAXRINGS + r
         sw.lock.acquire(lockno)
         try:
-            hwtail = int(dw[HWTAIL])
-            space = distance(hwtail, (int(dw[HWCUR]) - 1) % n, n)
+            hwtail, space = rx_room(dk)
             if nf is None:
                 k = m = min(len(first), space)
                 frag = first[:k]
