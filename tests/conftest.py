@@ -61,13 +61,11 @@ def veth(_netns_session: None) -> Iterator[netns.VethPair]:
         yield pair
 
 
-@pytest.fixture(params=["xdp", "packet", "pcap"])
-def engine(request: pytest.FixtureRequest, _netns_session: None) -> str:
-    """Each NIC engine in turn: AF_XDP (skipped without CAP_BPF), AF_PACKET, libpcap
-    (skipped where the library is not installed)."""
-    if request.param == "xdp":
+def _engine(name: str) -> str:
+    """``name`` if this machine can run it: AF_XDP needs CAP_BPF, pcap needs libpcap."""
+    if name == "xdp":
         netns.require_privileges(bpf=True)
-    if request.param == "pcap":
+    if name == "pcap":
         from pynetmap import libpcap
         from pynetmap.errors import NetmapError
 
@@ -75,4 +73,17 @@ def engine(request: pytest.FixtureRequest, _netns_session: None) -> str:
             libpcap.load()
         except NetmapError as e:
             pytest.skip(f"libpcap is not installed here ({e})")
-    return request.param
+    return name
+
+
+@pytest.fixture(params=["xdp", "packet", "pcap"])
+def engine(request: pytest.FixtureRequest, _netns_session: None) -> str:
+    """Each NIC engine in turn: AF_XDP (skipped without CAP_BPF), AF_PACKET, libpcap
+    (skipped where the library is not installed)."""
+    return _engine(request.param)
+
+
+@pytest.fixture(params=["xdp", "packet"])
+def host_engine(request: pytest.FixtureRequest, _netns_session: None) -> str:
+    """Each NIC engine with host rings (libpcap has none): AF_XDP, AF_PACKET."""
+    return _engine(request.param)

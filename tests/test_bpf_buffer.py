@@ -62,6 +62,19 @@ def test_parse_matches_a_record_by_record_walk(sizes: list[int], fmt: B.HdrForma
     assert _fields(B.parse(buf, len(buf), fmt)) == want
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.sampled_from([0, 60, 61, 1514]), min_size=1, max_size=120),
+       st.sampled_from(FORMATS), st.integers(0, 8), st.floats(0, 1))
+def test_a_cut_anywhere_keeps_the_whole_records_before_it(sizes: list[int], fmt: B.HdrFormat,
+                                                          pad: int, where: float) -> None:
+    """Runs of one size (found by strided comparison) and changes of size (walked),
+    cut at any byte: exactly the records whose header and packet end before the cut."""
+    buf, want = _build(fmt, [bytes([k % 256]) * k for k in sizes], pad)
+    cut = int(where * len(buf))
+    whole = [w for w in want if w[0] + w[1] <= cut]  # data offset + caplen
+    assert _fields(B.parse(buf, cut, fmt)) == whole
+
+
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
 def test_a_short_read_ends_at_the_last_whole_record(fmt: B.HdrFormat) -> None:
     buf, want = _build(fmt, [b"a" * 60, b"b" * 61, b"c" * 62])

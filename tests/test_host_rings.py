@@ -81,7 +81,7 @@ def _readable(fd: int) -> bool:
 
 
 def test_transparent_mode_passes_ping_and_restores_the_stack(veth: netns.VethPair,
-                                                             engine: str) -> None:
+                                                             host_engine: str) -> None:
     ready_r, ready_w = os.pipe()
     stop_r, stop_w = os.pipe()
     result: dict = {}
@@ -95,8 +95,11 @@ def test_transparent_mode_passes_ping_and_restores_the_stack(veth: netns.VethPai
             os.write(stop_w, b"1")
             os._exit(0 if ok else 1)
     try:
-        result = netns.call(veth.ns_a, _transparent, f"netmap:{veth.if_a}*", engine, ready_w,
-                            stop_r, timeout=60)
+        result = netns.call(veth.ns_a, _transparent, f"netmap:{veth.if_a}*", host_engine,
+                            ready_w, stop_r, timeout=60)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)  # it may still wait for a port that never opened
+        raise
     finally:
         _, status = os.waitpid(pid, 0)
         for fd in (ready_r, ready_w, stop_r, stop_w):
@@ -108,12 +111,12 @@ def test_transparent_mode_passes_ping_and_restores_the_stack(veth: netns.VethPai
     assert _ping(veth.ns_b, veth.addr_a, 1)  # the stack has its interface back
 
 
-def test_bridge_carries_ping_and_a_tcp_transfer(veth: netns.VethPair, engine: str,
+def test_bridge_carries_ping_and_a_tcp_transfer(veth: netns.VethPair, host_engine: str,
                                                 tmp_path: os.PathLike) -> None:
     """pynetmap's bridge between netmap:pnm0 and netmap:pnm0^; curl fetches a file through it."""
     payload = os.urandom(3 << 20)
     (tmp_path / "blob").write_bytes(payload)  # type: ignore[operator]
-    env = {**os.environ, "PYNETMAP_ENGINE": engine}
+    env = {**os.environ, "PYNETMAP_ENGINE": host_engine}
     procs: list[subprocess.Popen] = []
 
     def start(ns: str, *argv: str, **kw: object) -> subprocess.Popen:

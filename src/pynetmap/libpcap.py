@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from . import records
 from .errors import NetmapError
 
 #: where libpcap is looked for, per ``sys.platform`` prefix, before ctypes.util's search
@@ -58,9 +59,8 @@ PCAP_IF_UP = 0x2
 PCAP_WARNING = 1
 #: record header ``pcap_dump`` writes before each packet: ts_sec, ts_usec, caplen, len
 RECORD = struct.Struct("=IIII")
-_CAPLEN = struct.Struct("=I")
-#: records walked one by one after a short run of equal lengths, before trying runs again
-WALK = 32
+#: where a record's length is, for :func:`pynetmap.records.find`
+_DUMP = records.Layout(caplen=8, size=RECORD.size)
 #: errors after which a frame is sent again later: the device's queue is full
 _RETRY = (errno.ENOBUFS, errno.EAGAIN, errno.EINTR)
 _SEEK_SET = 0
@@ -251,55 +251,19 @@ def device(name: str) -> Device:
 # -- records -------------------------------------------------------------------------------
 
 def find_records(buf: np.ndarray, count: int, used: int) -> tuple[np.ndarray, np.ndarray]:
-    """(data offsets, lengths) of the ``count`` pcap records in ``buf[:used]``.
+    """(data offsets, lengths) of the ``count`` pcap records in ``buf[:used]``
+    (:func:`pynetmap.records.find`: a few NumPy calls per run of one frame size).
 
-    Record i+1 starts after record i's data, so finding them is sequential.
-    Runs of equal length are found with NumPy: a strided view of the
-    length fields at the run's stride, compared at once (the first mismatch
-    is where the run ends, and a record starts).  After a short run the
-    records are walked in Python instead, :data:`WALK` of them, twice as
-    many after each further short run: traffic of one frame size costs a
-    few NumPy calls per batch, any traffic at most one small step per packet.
+    Exactly ``count`` records must end exactly at ``used`` (what ``pcap_dispatch``
+    reported and ``pcap_dump`` wrote); anything else raises EIO.
     """
-    offs = np.empty(count, np.int64)
-    caps = np.empty(count, np.int64)
-    h = RECORD.size
-    raw: bytes | None = None
-    at = i = 0
-    walk = WALK
-    while i < count:
-        c = int(np.ndarray((), "=u4", buffer=buf, offset=at + 8))
-        stride = h + c
-        m = min(count - i, (used - at) // stride)
-        if m < 1:
-            raise NetmapError(errno.EIO, f"pcap record {i} at {at} runs past the {used} "
-                              "bytes written")
-        same = np.ndarray((m,), "=u4", buffer=buf, offset=at + 8, strides=(stride,)) == c
-        run = m if same.all() else int(same.argmin())
-        offs[i:i + run] = at + h + stride * np.arange(run)
-        caps[i:i + run] = c
-        at, i = at + stride * run, i + run
-        if run >= WALK:
-            walk = WALK
-        elif i < count:
-            if raw is None:
-                raw = buf[:used].tobytes()  # struct reads bytes fastest
-            walked = min(walk, count - i)
-            walk *= 2
-            o, cl = [0] * walked, [0] * walked
-            try:
-                for j in range(walked):
-                    c = _CAPLEN.unpack_from(raw, at + 8)[0]
-                    o[j], cl[j] = at + h, c
-                    at += h + c
-            except struct.error:  # raw is buf[:used]: a header past the end
-                raise NetmapError(errno.EIO, f"pcap record {i + j} at {at} runs past the "
-                                  f"{used} bytes written") from None
-            offs[i:i + walked], caps[i:i + walked] = o, cl
-            i += walked
-    if at != used:
-        raise NetmapError(errno.EIO, f"{count} pcap records end at {at}, not at {used}")
-    return offs, caps
+    chain = records.find(buf, used, _DUMP, count)
+    if len(chain.start) < count:
+        raise NetmapError(errno.EIO, f"pcap record {len(chain.start)} at {chain.end} runs "
+                          f"past the {used} bytes written")
+    if chain.end != used:
+        raise NetmapError(errno.EIO, f"{count} pcap records end at {chain.end}, not at {used}")
+    return chain.start + RECORD.size, chain.caplen
 
 
 # -- a live capture -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A buffer of BPF capture records, parsed in a fixed number of NumPy passes.
+"""A buffer of BPF capture records, parsed with a few NumPy calls per run of one size.
 
 A ``read()`` of a BSD ``/dev/bpf`` device (macOS, FreeBSD) and Npcap's
 ``PacketReceivePacket`` return one buffer holding many packets, each a
@@ -6,12 +6,10 @@ A ``read()`` of a BSD ``/dev/bpf`` device (macOS, FreeBSD) and Npcap's
 ``bh_hdrlen``) followed by ``bh_caplen`` bytes, the next record starting at
 the next multiple of the platform's alignment.  libpcap walks such a
 buffer record by record and calls back once per packet; in Python that is a
-call per packet.  Here the walk is done by *pointer doubling*: every
-aligned position of the buffer is read as if a record started there, which
-gives each candidate its successor in one vectorised pass; composing the
-successor map with itself ``log2(packets)`` times finds every record that
-the chain from offset 0 reaches.  The cost is ``O(buffer / alignment *
-log(packets))`` NumPy work and no Python per packet.
+call per packet.  Here :func:`pynetmap.records.find` finds the records
+(runs of one frame size with one strided comparison each, a Python walk
+only where sizes keep changing), and the other header fields are gathered
+for all records at once.
 
 Then :func:`to_rows` copies the packets into ring buffers (rows of the
 buffer pool) with one fancy-indexed assignment.
@@ -22,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .. import records
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,12 @@ class HdrFormat:
     def size(self) -> int:
         """The smallest valid ``bh_hdrlen`` (the header up to the end of bh_hdrlen)."""
         return self.hdrlen + 2
+
+    @property
+    def layout(self) -> records.Layout:
+        """Where :func:`pynetmap.records.find` finds a record's lengths."""
+        return records.Layout(caplen=self.caplen, size=self.size, hdrlen=self.hdrlen,
+                              align=self.align)
 
 
 #: Npcap (Packet.dll, Win64: ``struct timeval`` of two 32-bit longs, 4-byte alignment)
@@ -73,49 +79,17 @@ class Records:
 
 
 def parse(buf: np.ndarray, nbytes: int, fmt: HdrFormat) -> Records:
-    """The records of ``buf[:nbytes]`` (a uint8 array), in order.
+    """The records of ``buf[:nbytes]`` (a uint8 array), in order
+    (:func:`pynetmap.records.find`: a few NumPy calls per run of one frame size).
 
     A record whose header or data would run past ``nbytes``, or whose
     ``bh_hdrlen`` is shorter than the header, ends the walk (a buffer from
     the kernel has none).
     """
-    a = fmt.align
-    n = nbytes // a  # candidate record starts: every aligned position
-    if n == 0:
-        return _empty()
-    pos = np.arange(n, dtype=np.int64) * a
-    caplen = _strided(buf, n, a, fmt.caplen, "<u4")
-    hdrlen = _strided(buf, n, a, fmt.hdrlen, "<u2")
-    end = pos + hdrlen + caplen
-    valid = (pos + fmt.size <= nbytes) & (hdrlen >= fmt.size) & (end <= nbytes)
-    if not valid[0]:
-        return _empty()
-    # Only candidates that look like records (the real ones, and the rare packet
-    # bytes that happen to) take part in the walk: number them 0..m-1.
-    cand = np.flatnonzero(valid)
-    m = len(cand)
-    rank = np.full(n + 1, m, np.int64)
-    rank[cand] = np.arange(m)
-    succ = np.append(rank[np.minimum((end[cand] + a - 1) // a, n)], m)  # m: no record
-    # levels[t][i]: the candidate 2**t records after candidate i
-    levels = [succ]
-    while levels[-1][0] != m and len(levels) <= m.bit_length():
-        s = levels[-1]
-        levels.append(s[s])
-    count, at = 1, 0  # the chain's length from candidate 0: binary search over the levels
-    for t in range(len(levels) - 1, -1, -1):
-        nxt = int(levels[t][at])
-        if nxt != m:
-            at, count = nxt, count + (1 << t)
-    step = np.arange(count)
-    idx = np.zeros(count, np.int64)
-    for t, s in enumerate(levels):
-        sel = (step >> t) & 1 == 1
-        idx[sel] = s[idx[sel]]
-    c = cand[idx]
-    p = pos[c]
+    chain = records.find(buf, nbytes, fmt.layout)
+    p = chain.start
     tw = "<u4" if fmt.ts_word == 4 else "<u8"
-    return Records(p + hdrlen[c], caplen[c], _gather(buf, p + fmt.datalen, "<u4"),
+    return Records(p + chain.hdrlen, chain.caplen, _gather(buf, p + fmt.datalen, "<u4"),
                    _gather(buf, p, tw), _gather(buf, p + fmt.ts_word, tw))
 
 
@@ -140,18 +114,6 @@ def to_rows(buf: np.ndarray, rec: Records, bufs: np.ndarray, rows: np.ndarray) -
 def _empty() -> Records:
     z = np.zeros(0, np.int64)
     return Records(z, z, z, z, z)
-
-
-def _strided(buf: np.ndarray, n: int, step: int, ofs: int, dtype: str) -> np.ndarray:
-    """The ``dtype`` at ``ofs + i * step`` for every i < n (zero where it would not fit).
-
-    Offsets and steps are multiples of 4 in every format: read 32-bit words of
-    a view and keep the low bytes (little-endian hosts; a u16 is the low half).
-    """
-    words = buf[: len(buf) // 4 * 4].view("<u4")[ofs // 4 :: step // 4][:n]
-    out = np.zeros(n, np.int64)
-    out[: len(words)] = words & (0xFFFF if dtype == "<u2" else 0xFFFFFFFF)
-    return out
 
 
 def _gather(buf: np.ndarray, at: np.ndarray, dtype: str) -> np.ndarray:
