@@ -63,12 +63,16 @@ def test_parse_matches_a_record_by_record_walk(sizes: list[int], fmt: B.HdrForma
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.sampled_from([0, 60, 61, 1514]), min_size=1, max_size=120),
+@given(st.lists(st.tuples(st.sampled_from([0, 60, 61, 1514]), st.integers(1, 70)),
+                min_size=1, max_size=5),
        st.sampled_from(FORMATS), st.integers(0, 8), st.floats(0, 1))
-def test_a_cut_anywhere_keeps_the_whole_records_before_it(sizes: list[int], fmt: B.HdrFormat,
-                                                          pad: int, where: float) -> None:
-    """Runs of one size (found by strided comparison) and changes of size (walked),
-    cut at any byte: exactly the records whose header and packet end before the cut."""
+def test_a_cut_anywhere_keeps_the_whole_records_before_it(runs: list[tuple[int, int]],
+                                                          fmt: B.HdrFormat, pad: int,
+                                                          where: float) -> None:
+    """Runs of one size (long ones found by strided comparison) and changes of size
+    (walked), cut at any byte: exactly the records whose header and packet end
+    before the cut, with every header field."""
+    sizes = [k for k, times in runs for _ in range(times)]
     buf, want = _build(fmt, [bytes([k % 256]) * k for k in sizes], pad)
     cut = int(where * len(buf))
     whole = [w for w in want if w[0] + w[1] <= cut]  # data offset + caplen

@@ -85,6 +85,23 @@ def test_tx_counted_by_the_kernel_and_byte_exact(veth: netns.VethPair, engine: s
     assert after["rx_bytes"] - before["rx_bytes"] == sum(map(len, frames))
 
 
+def test_poll_for_rx_still_syncs_idle_tx_rings(veth: netns.VethPair, engine: str) -> None:
+    """Unlike a software port's, a NIC port's poll(POLLIN) syncs its TX rings with
+    nothing submitted too: the socket engines send what the device could not take
+    yet only when a sync kicks them again."""
+
+    def body() -> list[int]:
+        with pynetmap.open(f"netmap:{veth.if_a}", engine=engine) as port:
+            k = port.tx_rings[0].kring
+            heads: list[int] = []
+            real = k.sync
+            k.sync = lambda kring, head: (heads.append(head), real(kring, head))[1]
+            port.poll(pynetmap.POLLIN, 0)
+            return heads
+
+    assert netns.call(veth.ns_a, body, timeout=15) == [0]
+
+
 def while_b_sends(veth: netns.VethPair, frames: list[bytes],
                   body: Callable[[Callable[[], None]], T], timeout: float = 15) -> T:
     """Run ``body(ready)`` in namespace A; once it calls ``ready()`` (its port is open),

@@ -166,15 +166,17 @@ class Port:
             raise RingError(22, "; ".join(errors))
 
     def _txsync(self, idle: bool = True) -> list[str]:
-        """Sync the TX rings; ``idle=False`` skips those with nothing submitted
-        (``head == hwcur``), as netmap's poll flushes only rings with work."""
+        """Sync the TX rings; ``idle=False`` skips, on software ports, those with
+        nothing submitted (``head == hwcur``), as netmap's poll flushes only rings
+        with work.  A NIC port's rings are always synced: its socket engines send
+        what the device could not take yet only when a sync kicks them again."""
         if self.closed:
             self._check_open()
         if self._kernel:
             return self.adapter.kernel_txsync()
         errors = []
         for k in self._tx_k:
-            if not idle and k.hdr[L.RW_HEAD] == k.w[HWCUR]:
+            if not idle and self._doorbell and k.hdr[L.RW_HEAD] == k.w[HWCUR]:
                 continue
             why = k.txsync()
             if why is not None:
@@ -201,9 +203,10 @@ class Port:
         Returns the revents bitmask: POLLIN when an RX ring has ``cur != tail``,
         POLLOUT when a TX ring has ``cur != tail``, POLLERR when a ring had
         to be reset or a sync failed with EIO (a monitor whose port left),
-        POLLHUP when the peer of a pipe or a monitor's port is gone.  TX rings with
-        slots submitted (``head != hwcur``) are flushed on every call unless the
-        port was opened with NR_NO_TX_POLL; waiting for POLLOUT syncs them all.
+        POLLHUP when the peer of a pipe or a monitor's port is gone.  TX rings are
+        flushed on every call unless the port was opened with NR_NO_TX_POLL; on a
+        software port (pipe, VALE), only those with slots submitted
+        (``head != hwcur``) unless it waits for POLLOUT, as netmap's poll.
         """
         want_tx = bool(events & (POLLOUT | POLLWRNORM))
         want_rx = bool(events & (POLLIN | POLLRDNORM))

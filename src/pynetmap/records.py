@@ -62,7 +62,7 @@ def find(buf: np.ndarray, used: int, lay: Layout, count: int | None = None) -> C
     clen = np.empty(top, np.int64)
     at = i = 0
     walk = WALK
-    raw: bytes | None = None
+    raw: memoryview | None = None
     while i < top:
         hc = _header(buf, used, at, lay)
         if hc is None:
@@ -79,9 +79,9 @@ def find(buf: np.ndarray, used: int, lay: Layout, count: int | None = None) -> C
         at, i = at + stride * run, i + run
         if run >= WALK:
             walk = WALK
-        elif i < top:
+        elif i < top and at + lay.size <= used:
             if raw is None:
-                raw = buf[:used].tobytes()  # struct reads bytes fastest
+                raw = buf.data[:used]  # a memoryview: struct reads it as fast as bytes, no copy
             at, i = _walk(raw, used, at, i, min(walk, top - i), lay, start, hlen, clen)
             walk *= 2
     return Chain(start[:i], lay.size if fixed else hlen[:i], clen[:i], at)
@@ -113,7 +113,7 @@ def _run(buf: np.ndarray, at: int, stride: int, m: int, lay: Layout, h: int, c: 
     return m if same.all() else int(same.argmin())
 
 
-def _walk(raw: bytes, used: int, at: int, i: int, n: int, lay: Layout, start: np.ndarray,
+def _walk(raw: memoryview, used: int, at: int, i: int, n: int, lay: Layout, start: np.ndarray,
           hlen: np.ndarray, clen: np.ndarray) -> tuple[int, int]:
     """Up to ``n`` records one by one from ``at`` (record ``i``); stops before an invalid
     one.  Returns where it stopped and the next record's number.
@@ -125,6 +125,7 @@ def _walk(raw: bytes, used: int, at: int, i: int, n: int, lay: Layout, start: np
     s, cl = [0] * n, [0] * n
     size, cap = lay.size, lay.caplen
     k = 0  # records done
+    hls = [0] * n
     u32 = _U32.unpack_from
     if lay.hdrlen is None and lay.align == 1:  # pcap_dump's records: the plain walk
         try:
@@ -138,9 +139,8 @@ def _walk(raw: bytes, used: int, at: int, i: int, n: int, lay: Layout, start: np
         except struct.error:
             pass
         hl: list[int] | int = size
-    else:
+    else:  # a header length of its own (BPF), or records padded to an alignment
         u16, hdr, align = _U16.unpack_from, lay.hdrlen or 0, lay.align
-        hls = [0] * n
         try:
             for k in range(n):  # noqa: B007
                 c = u32(raw, at + cap)[0]
@@ -154,7 +154,7 @@ def _walk(raw: bytes, used: int, at: int, i: int, n: int, lay: Layout, start: np
                 k = n
         except struct.error:
             pass
-        hl = hls[:k]
+        hl = size if lay.hdrlen is None else hls[:k]
     if k and s[k - 1] + (hl if isinstance(hl, int) else hl[k - 1]) + cl[k - 1] > used:
         k -= 1  # its packet runs past the end
         at = s[k]

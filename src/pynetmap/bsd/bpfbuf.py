@@ -88,8 +88,8 @@ def parse(buf: np.ndarray, nbytes: int, fmt: HdrFormat) -> Records:
     """
     chain = records.find(buf, nbytes, fmt.layout)
     p = chain.start
-    tw = "<u4" if fmt.ts_word == 4 else "<u8"
-    return Records(p + chain.hdrlen, chain.caplen, _gather(buf, p + fmt.datalen, "<u4"),
+    tw = "=u4" if fmt.ts_word == 4 else "=u8"  # host order, as the kernel writes them
+    return Records(p + chain.hdrlen, chain.caplen, _gather(buf, p + fmt.datalen, "=u4"),
                    _gather(buf, p, tw), _gather(buf, p + fmt.ts_word, tw))
 
 
@@ -109,11 +109,6 @@ def to_rows(buf: np.ndarray, rec: Records, bufs: np.ndarray, rows: np.ndarray) -
     windows = np.lib.stride_tricks.sliding_window_view(buf, width)
     bufs[rows, :width] = windows[rec.data]
     return lens
-
-
-def _empty() -> Records:
-    z = np.zeros(0, np.int64)
-    return Records(z, z, z, z, z)
 
 
 def _gather(buf: np.ndarray, at: np.ndarray, dtype: str) -> np.ndarray:

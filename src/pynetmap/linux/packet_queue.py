@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kring import KRing, SlotError, clear_buf_changed, distance, gather, scatter
+from ..kring import KRing, SlotError, clear_buf_changed, gather, rx_room, scatter
 from ..nic_tx import tx_batch
 from ..region import Region
 from ..ring import Ring
@@ -70,8 +70,7 @@ class PacketQueue:
         if head != hwcur:
             clear_buf_changed(ring.slot_flags, hwcur, head, n)
             kring.hwcur = hwcur = head
-        hwtail = kring.hwtail
-        room = n - 1 - distance(hwcur, hwtail, n)
+        hwtail, room = rx_room(kring)
         got = rx.ready(room) if room else 0
         if not got:
             return

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kring import KRing, SlotError, clear_buf_changed, distance, gather, scatter
+from ..kring import KRing, SlotError, clear_buf_changed, gather, rx_room, scatter
 from ..nic_tx import tx_batch
 from ..region import Region
 from ..ring import Ring
@@ -100,8 +100,7 @@ class XdpQueue:
             given = self.fill.produce(idx.astype(np.uint64) << np.uint64(self.shift))
             assert given == len(idx), "fill ring smaller than the buffers it serves"
             kring.hwcur = hwcur = head
-        hwtail = kring.hwtail
-        room = n - 1 - distance(hwcur, hwtail, n)
+        hwtail, room = rx_room(kring)
         if room:
             addr, lens = rx.peek(room)
             got = len(addr)
