@@ -130,14 +130,17 @@ def test_txseq_sequence_numbers_and_checksums():
         check_frame(r.tobytes())
 
 
+@pytest.mark.parametrize("v6,h", [(False, 0), (False, 12), (True, 0)])
 @pytest.mark.parametrize("n", [1, 3])
-def test_ping_stamp_checksum_and_readback(n):
-    t = tpl(80)
+def test_ping_stamp_checksum_and_readback(n, v6, h):
+    """The one-probe path (n=1, ping_frame) and the batch path stamp the same way."""
+    t = tpl(80, "2001:db8::1", "2001:db8::2", v6=True) if v6 else tpl(80, h=h)
     rows = np.repeat(t.frame[None, :], n, axis=0)
     t.stamp_ping(rows, 7, 1_234_567_890_123_456_789)
+    p = t.o_payload
     for i, r in enumerate(rows):
-        check_frame(r.tobytes())
-        assert struct.unpack("<III", r[42:54].tobytes()) == (
+        check_frame(r[h:].tobytes())
+        assert struct.unpack("<III", r[p:p + 12].tobytes()) == (
             7 + i, 1_234_567_890 & 0xFFFFFFFF, 123_456_789)
     bufs = rows.copy()
     ts = t.read_ping_ns(bufs, np.arange(n))
