@@ -573,6 +573,52 @@ def test_refused_open_leaves_nothing(suffix, conf):
         assert b.rx_rings[0].receive().frames() == [b"ok" * 30]
 
 
+def test_refused_open_after_a_crash_does_not_wedge_the_registry():
+    """The transaction of a refused open first sweeps a killed holder's pipe (and
+    unlinks its region): the registry must say so even though the open is rolled
+    back, or every later sweep trips over the missing region."""
+    p = uniq()
+    child = spawn("import pynetmap, sys, time\n"
+                  f"port = pynetmap.open('netmap:{p}{{1')\n"
+                  "print('open', flush=True)\n"
+                  "time.sleep(60)\n")
+    try:
+        assert b"open" in read_until(child, child.stdout, b"open", 20)
+    finally:
+        stop(child)  # SIGKILL: the pipe stays registered until a sweep
+    with pytest.raises(pynetmap.NetmapError) as e:
+        pynetmap.open(f"netmap:{p}x{{0-3")  # no ring 3: refused after the sweep
+    assert e.value.errno == errno.EINVAL
+    with pynetmap.open(f"netmap:{p}y{{0") as a, pynetmap.open(f"netmap:{p}y}}0") as b:
+        a.tx_rings[0].send([b"ok" * 30])
+        a.txsync()
+        b.rxsync()
+        assert b.rx_rings[0].receive().frames() == [b"ok" * 30]
+    assert opens_by(child.pid) == []
+
+
+@needs_shm
+def test_a_dead_holders_region_removed_by_hand_is_forgotten():
+    """A registry that lists a dead process's open in a region whose segment is gone
+    (removed by hand, or left so by an older version) heals at the next sweep."""
+    p = uniq()
+    sweep()
+    before = our_segments()
+    child = spawn("import pynetmap, sys, time\n"
+                  f"port = pynetmap.open('netmap:{p}{{1')\n"
+                  "print('open', flush=True)\n"
+                  "time.sleep(60)\n")
+    try:
+        assert b"open" in read_until(child, child.stdout, b"open", 20)
+    finally:
+        stop(child)
+    for name in our_segments() - before:
+        os.unlink(os.path.join(SHM, name))
+    with pynetmap.open(f"netmap:{p}y{{0"):
+        pass
+    assert opens_by(child.pid) == [] and registered(p)[0] == []
+
+
 # ---------------------------------------------------------------------------------------
 # crash-restart torture
 

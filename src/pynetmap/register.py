@@ -155,7 +155,17 @@ def _count_holders(region: R.Region, record: dict, ep: str) -> None:
 def release_open(state: State, record: dict, o: dict) -> None:
     """Drop one open (closed, or its process died); the adapter frees the rest."""
     cls = adapter_of_kind(record["kind"])
-    region = R.attach(state, record["mem_id"])
+    try:
+        region = R.attach(state, record["mem_id"])
+    except NetmapError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        # Its memory is gone (removed by hand, or left so by an older version): forget
+        # the open, so that the registry heals; nothing of it is left to free.
+        for eprec in record["endpoints"].values():
+            if o in eprec["opens"]:
+                eprec["opens"].remove(o)
+        return
     try:
         for ep, eprec in record["endpoints"].items():
             if o in eprec["opens"]:

@@ -89,7 +89,11 @@ def transaction() -> Iterator[State]:
         path = os.path.join(d, "registry.json")
         state = _load(path)
         swept = sweep(state)
-        collect(state)  # a pair freed by the sweep must not be found by this transaction
+        # A pair freed by the sweep must not be found by this transaction.  Its
+        # segments are unlinked now, so the file must say so now: a body that
+        # then fails leaves the registry as it was after the sweep, not before.
+        if collect(state) or swept:
+            _save(path, state)
         state["swept"] = swept
         _journals.append([])
         try:
@@ -125,8 +129,10 @@ def sweep(state: State) -> int:
     return released
 
 
-def collect(state: State) -> None:
-    """Forget ports with no opens and unlink regions with no ports."""
+def collect(state: State) -> bool:
+    """Forget ports with no opens and unlink regions with no ports; True if it did."""
+    before = (len(state["ports"]), len(state["parents"]), len(state.get("switches", {})),
+              len(state["regions"]))
     for name, record in list(state["ports"].items()):
         if not any(True for _ in opens_of(record)):
             del state["ports"][name]
@@ -142,6 +148,8 @@ def collect(state: State) -> None:
     for mid in list(state["regions"]):
         if mid not in used:
             osl.shm_unlink(state["regions"].pop(mid)["shm"])
+    return before != (len(state["ports"]), len(state["parents"]),
+                      len(state.get("switches", {})), len(state["regions"]))
 
 
 def new_mem_id(state: State) -> int:
