@@ -44,6 +44,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 
@@ -617,6 +618,45 @@ def test_a_dead_holders_region_removed_by_hand_is_forgotten():
     with pynetmap.open(f"netmap:{p}y{{0"):
         pass
     assert opens_by(child.pid) == [] and registered(p)[0] == []
+
+
+def test_threads_opening_and_closing_on_one_region_never_find_it_unmapped():
+    """One thread's close unmaps the process's mapping of a region after its last
+    port; another thread's open in the same region must not pick that mapping from
+    the cache just before (it failed with TypeError, and the open leaked)."""
+    p = uniq()
+    errors: list[str] = []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race is short
+
+    def work(n: int) -> None:
+        deadline = time.monotonic() + 20
+        for _ in range(600):
+            if time.monotonic() > deadline:
+                break
+            try:
+                pynetmap.open(f"netmap:{p}{{{n}").close()
+            except Exception as e:  # noqa: BLE001 (every failure is the finding)
+                errors.append(f"{type(e).__name__}: {e}")
+
+    # another process keeps the region registered, so this process maps and unmaps it
+    keeper = spawn("import pynetmap, time\n"
+                   f"port = pynetmap.open('netmap:{p}{{0')\n"
+                   "print('open', flush=True)\n"
+                   "time.sleep(60)\n")
+    try:
+        assert b"open" in read_until(keeper, keeper.stdout, b"open", 20)
+        threads = [threading.Thread(target=work, args=(n,)) for n in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(old)
+        stop(keeper)
+    assert errors == []
+    sweep()
+    assert registered(p)[0] == []
 
 
 # ---------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import numpy as np
 
 from . import osl
 from .errors import NetmapError
-from .registry import State, shm_prefix, undo
+from .registry import State, shm_prefix, thread_lock, undo
 
 PAGE = max(mmap.PAGESIZE, 4096)
 MAGIC = b"PYNETMAP"
@@ -253,11 +253,12 @@ def map_id(mem_id: int) -> Region:
     """Map region ``mem_id`` by its name, without the registry, and hold it (give it
     back with :func:`drop`): a switch's data path maps the regions of the ports it
     delivers to, outside any transaction."""
-    region = _cache.get(mem_id)
-    if region is None:
-        region = Region.from_shm(osl.shm_attach(f"{shm_prefix()}{mem_id}"))
-        _cache[mem_id] = region
-    hold(region)
+    with thread_lock:
+        region = _cache.get(mem_id)
+        if region is None:
+            region = Region.from_shm(osl.shm_attach(f"{shm_prefix()}{mem_id}"))
+            _cache[mem_id] = region
+        hold(region)
     return region
 
 
@@ -266,9 +267,14 @@ def hold(region: Region) -> None:
 
 
 def drop(region: Region) -> None:
-    """A port of this process stopped using ``region``; unmap it after the last."""
-    region.users -= 1
-    _forget(region)
+    """A port of this process stopped using ``region``; unmap it after the last.
+
+    Under the thread lock: an open in another thread may be taking this very
+    mapping from the cache (inside its transaction) and must not find it closed.
+    """
+    with thread_lock:
+        region.users -= 1
+        _forget(region)
 
 
 def alloc(state: State, mem_id: int, pool: str, size: int) -> int:

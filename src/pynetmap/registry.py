@@ -29,7 +29,9 @@ from . import osl
 
 State = dict[str, Any]
 
-_thread_lock = threading.RLock()
+#: serializes this process's threads over the registry and its cache of mapped
+#: regions (a port closing in one thread while another opens on the same region)
+thread_lock = threading.RLock()
 #: per open transaction (innermost last): what to undo if it fails
 _journals: list[list[Callable[[], None]]] = []
 
@@ -85,7 +87,7 @@ def transaction() -> Iterator[State]:
     released.
     """
     d = rundir()
-    with _thread_lock, osl.locked(os.path.join(d, "lock")):
+    with thread_lock, osl.locked(os.path.join(d, "lock")):
         path = os.path.join(d, "registry.json")
         state = _load(path)
         swept = sweep(state)
