@@ -16,6 +16,7 @@ from pynetmap import (
     NS_BUF_CHANGED,
     NS_MOREFRAG,
     POLLERR,
+    POLLHUP,
     POLLIN,
     POLLOUT,
     NetmapError,
@@ -194,6 +195,18 @@ def test_flow_control_full_ring():
         b.rxsync()
         assert a.poll(POLLOUT, 0) & POLLOUT
         assert tx.space() == 7
+
+
+def test_pollhup_stays_set_once_the_peer_is_gone():
+    """POLLHUP is a state, as netmap's: every poll says it, not one every 0.2 s."""
+    p = uniq()
+    a = pynetmap.open(f"netmap:{p}{{0")
+    try:
+        pynetmap.open(f"netmap:{p}}}0").close()
+        got = [a.poll(POLLIN, 0) for _ in range(5)]
+        assert all(r & POLLHUP for r in got), got
+    finally:
+        a.close()
 
 
 def test_poll_for_rx_flushes_only_tx_rings_with_work():

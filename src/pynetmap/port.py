@@ -94,6 +94,7 @@ class Port:
         self._doorbell = adapter.doorbell
         self._kernel = adapter.kernel_sync
         self._next_hup_check = 0.0
+        self._hup = False  # the last peer_gone(): POLLHUP stays set between looks
         #: poll() re-syncs for at least this long before it sleeps: waking a
         #: sleeper costs a system call on each side and a scheduler round trip,
         #: and a spin often finds the next batch of a busy peer first.  0 sleeps
@@ -241,10 +242,11 @@ class Port:
                     revents |= POLLERR  # a sync that cannot go on (a monitor's port left)
                     self._next_hup_check = 0.0
                 now = time.monotonic()
-                if now >= self._next_hup_check:
+                if now >= self._next_hup_check:  # a look at the peer costs: every 0.2 s
                     self._next_hup_check = now + MAX_SLEEP
-                    if self.adapter.peer_gone():
-                        revents |= POLLHUP
+                    self._hup = self.adapter.peer_gone()
+                if self._hup:
+                    revents |= POLLHUP
                 if start is None:
                     if revents:
                         return revents  # ready at once: nothing waited, nothing to learn
