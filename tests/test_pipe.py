@@ -209,6 +209,24 @@ def test_pollhup_stays_set_once_the_peer_is_gone():
         a.close()
 
 
+def test_closing_one_end_wakes_the_other_ends_armed_waiter():
+    """An event loop waiting on fileno() after arm() learns at once that the peer
+    closed: the closing end rings the bell, and the next arm() says POLLHUP."""
+    import select
+
+    p = uniq()
+    a = pynetmap.open(f"netmap:{p}{{0")
+    try:
+        b = pynetmap.open(f"netmap:{p}}}0")
+        assert a.arm(POLLIN) == 0
+        b.close()
+        readable, _, _ = select.select([a.fileno()], [], [], 5.0)  # a bound, not a timing
+        assert readable
+        assert a.arm(POLLIN) & POLLHUP
+    finally:
+        a.close()
+
+
 def test_poll_for_rx_flushes_only_tx_rings_with_work():
     """As netmap's poll: waiting for POLLIN syncs a TX ring only if slots were
     submitted (head != hwcur); waiting for POLLOUT syncs every TX ring."""

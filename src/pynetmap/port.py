@@ -275,7 +275,8 @@ class Port:
                     waiter.arm(armed)
                     armed_at = waiter.consumed
                     continue
-                waiter.sleep(left, self._all_k)
+                if waiter.sleep(left, self._all_k):
+                    self._next_hup_check = 0.0  # the bell may be a peer that closed
                 slept = True
         finally:
             if armed:
@@ -307,10 +308,16 @@ class Port:
         Syncs like ``poll(events, 0)``; if something is ready returns its
         revents (handle it, then call ``arm`` again).  Otherwise empties the
         doorbell, asks the peers for a wake-up and returns 0: now wait until
-        ``fileno()`` is readable (or :attr:`tx_resync_s` passes), then call
-        ``arm`` again.  Tools that serve several ports use
-        :func:`pynetmap.wait_any`.
+        ``fileno()`` is readable, at most :data:`pynetmap.wake.MAX_SLEEP`
+        (0.2 s; or :attr:`tx_resync_s` when shorter), then call ``arm`` again.
+        A peer that closes rings the bell; one that dies without closing does
+        not, so only the bounded wait finds it gone (POLLHUP).  Tools that
+        serve several ports use :func:`pynetmap.wait_any`.
+
+        One waiter per port: two threads or tasks arming the same port empty
+        each other's doorbell.
         """
+        self._next_hup_check = 0.0  # woken by a closing peer: say POLLHUP now
         revents = self.poll(events, 0)
         if revents or not self._doorbell:
             return revents

@@ -203,7 +203,9 @@ class PipeAdapter(Adapter):
             mine.kring.peer = peer.kring
 
     def unregister(self) -> None:
+        """Ring the other end's bell if it waits (it finds POLLHUP), then let go."""
         for r in self.peers:
+            r.kring.notify()
             r.release_views()
         self.peers = []
 
