@@ -227,6 +227,23 @@ def test_closing_one_end_wakes_the_other_ends_armed_waiter():
         a.close()
 
 
+def test_a_sync_between_arm_and_the_wait_leaves_the_wakeup():
+    """An event loop arms, then something calls rxsync() before it waits: the
+    datagram the peer sent stays for fileno() (it once was drained by that sync,
+    and a sync that raced the publish left the waiter asleep for good)."""
+    import select
+
+    p = uniq()
+    with pynetmap.open(f"netmap:{p}{{0") as a, pynetmap.open(f"netmap:{p}}}0") as b:
+        assert b.arm(POLLIN) == 0
+        a.tx_rings[0].send([b"x" * 60])
+        a.txsync()  # rings b's bell
+        b.rxsync()
+        readable, _, _ = select.select([b.fileno()], [], [], 5.0)  # a bound, not a timing
+        assert readable
+        assert b.arm(POLLIN) & POLLIN
+
+
 def test_poll_for_rx_flushes_only_tx_rings_with_work():
     """As netmap's poll: waiting for POLLIN syncs a TX ring only if slots were
     submitted (head != hwcur); waiting for POLLOUT syncs every TX ring."""

@@ -161,8 +161,6 @@ class KRing:
         except SlotError as e:
             return self.reinit(str(e))
         h[L.RW_TAIL] = w[RTAIL] = w[HWTAIL]
-        if w[KICKS] != self.seen_kicks:
-            self._consume_kicks()
         return None
 
     def rxsync(self, now_ns: int = 0) -> str | None:
@@ -188,8 +186,6 @@ class KRing:
         t = self.hdr64
         t[L.RQ_TS_SEC] = now_ns // 1_000_000_000
         t[L.RQ_TS_USEC] = now_ns // 1000 % 1_000_000
-        if w[KICKS] != self.seen_kicks:
-            self._consume_kicks()
         return why
 
     def _watched(self, head: int) -> None:
@@ -211,11 +207,18 @@ class KRing:
             wt.close()
         self.watchers = []
 
-    def _consume_kicks(self) -> None:
+    def take_kicks(self) -> None:
+        """Drain the wake-ups sent for this ring since the last look (``on_kicks``).
+
+        ``poll`` calls it after its syncs.  A sync outside ``poll`` must not:
+        between ``arm()`` and the wait on ``fileno()``, it would eat the
+        wake-up the waiter is about to sleep on.
+        """
         k = self.w[KICKS]
-        d = (k - self.seen_kicks) & 0xFFFFFFFF
-        self.seen_kicks = k
-        self.on_kicks(d)
+        if k != self.seen_kicks:
+            d = (k - self.seen_kicks) & 0xFFFFFFFF
+            self.seen_kicks = k
+            self.on_kicks(d)
 
     def reinit(self, why: str) -> str:
         """``netmap_ring_reinit``: sanitize every slot, reset head/cur/tail to the kernel's."""

@@ -166,11 +166,12 @@ class Port:
         if errors:
             raise RingError(22, "; ".join(errors))
 
-    def _txsync(self, idle: bool = True) -> list[str]:
+    def _txsync(self, idle: bool = True, drain: bool = False) -> list[str]:
         """Sync the TX rings; ``idle=False`` skips, on software ports, those with
         nothing submitted (``head == hwcur``), as netmap's poll flushes only rings
         with work.  A NIC port's rings are always synced: its socket engines send
-        what the device could not take yet only when a sync kicks them again."""
+        what the device could not take yet only when a sync kicks them again.
+        ``drain`` (poll) also takes the wake-ups the syncs find sent."""
         if self.closed:
             self._check_open()
         if self._kernel:
@@ -180,11 +181,13 @@ class Port:
             if not idle and self._doorbell and k.hdr[L.RW_HEAD] == k.w[HWCUR]:
                 continue
             why = k.txsync()
+            if drain:
+                k.take_kicks()
             if why is not None:
                 errors.append(f"{self.name} tx ring {k.ringid}: {why}")
         return errors
 
-    def _rxsync(self) -> list[str]:
+    def _rxsync(self, drain: bool = False) -> list[str]:
         if self.closed:
             self._check_open()
         if self._kernel:
@@ -193,6 +196,8 @@ class Port:
         now = time.time_ns()
         for k in self._rx_k:
             why = k.rxsync(now)
+            if drain:
+                k.take_kicks()
             if why is not None:
                 errors.append(f"{self.name} rx ring {k.ringid}: {why}")
         return errors
@@ -222,7 +227,7 @@ class Port:
                 revents = 0
                 try:
                     if want_tx or not self.flags & NR_NO_TX_POLL:
-                        if self._txsync(want_tx):
+                        if self._txsync(want_tx, True):
                             revents |= POLLERR
                         if want_tx:
                             for k in self._tx_k:
@@ -230,7 +235,7 @@ class Port:
                                     revents |= POLLOUT
                                     break
                     if want_rx:
-                        if self._rxsync():
+                        if self._rxsync(True):
                             revents |= POLLERR
                         for k in self._rx_k:
                             if k.pending():
