@@ -272,14 +272,30 @@ def test_exclusive_open():  # functional 003
     p = uniq()
     with pynetmap.open(f"netmap:{p}{{0/x"):
         for name in (f"netmap:{p}{{0", f"netmap:{p}{{0/x"):
-            with pytest.raises(NetmapError) as e:
+            with pytest.raises(NetmapError, match="in exclusive use by pid") as e:
                 pynetmap.open(name)
             assert e.value.errno == errno.EBUSY
         with pynetmap.open(f"netmap:{p}}}0"):  # the other end is free
             pass
     with pynetmap.open(f"netmap:{p}{{0"):  # released on close
-        with pytest.raises(NetmapError):
+        with pytest.raises(NetmapError, match="cannot take ring 0 exclusively"):
             pynetmap.open(f"netmap:{p}{{0/x")
+
+
+def test_share_opens_in_the_other_ports_region():
+    """``@share=PORT`` takes the region of an open port; a different explicit
+    ``@N`` is EINVAL (spec §3), a port that is not open ENXIO."""
+    p = uniq()
+    with pynetmap.open(f"netmap:{p}a{{0") as a, pynetmap.open(f"netmap:{p}z{{0") as z:
+        assert z.mem_id != a.mem_id  # another parent, another region
+        with pynetmap.open(f"netmap:{p}b{{0@share=netmap:{p}a{{0") as b:
+            assert b.mem_id == a.mem_id
+        with pytest.raises(NetmapError) as e:
+            pynetmap.open(f"netmap:{p}c{{0@{z.mem_id}@share=netmap:{p}a{{0")
+        assert e.value.errno == errno.EINVAL
+        with pytest.raises(NetmapError) as e:
+            pynetmap.open(f"netmap:{p}d{{0@share=netmap:{p}none{{0")
+        assert e.value.errno == errno.ENXIO
 
 
 def test_extra_buffers_send(pipe):  # functional 006

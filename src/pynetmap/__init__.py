@@ -97,7 +97,12 @@ def open(name: str, **conf: Any) -> Port:  # noqa: A001 - netmap's verb
     c = _conf(spec, kw)
     if mem_id and spec.mem_id and mem_id != spec.mem_id:
         raise ValueError(f"mem_id={mem_id} conflicts with @{spec.mem_id} in {name!r}")
-    c["mem_id"] = mem_id or spec.mem_id or _shared_mem_id(spec)
+    shared = _shared_mem_id(spec)
+    explicit = mem_id or spec.mem_id
+    if shared and explicit and shared != explicit:  # spec §3: EINVAL, as netmap
+        raise NetmapError(errno.EINVAL, f"{name}: @share names region {shared}, not "
+                          f"{explicit}")
+    c["mem_id"] = explicit or shared
     flags |= spec.flags
     if (flags & ~spec.flags) & (NR_MONITOR_TX | NR_MONITOR_RX | NR_ZCOPY_MON):
         raise ValueError(f"{name}: ask for a monitor in the name (/r, /t, /rt, /z), not flags=")

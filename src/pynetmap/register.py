@@ -86,9 +86,12 @@ def check_exclusive(cls: type[Adapter], spec: PortSpec, record: dict, ep: str, n
         if cls.exclusive_rings:
             raise NetmapError(errno.EBUSY, f"{spec.port}: {what} already bound by pid "
                               f"{o['pid']} (one port per {cls.ring_word})")
-        if o["flags"] & NR_EXCLUSIVE or flags & NR_EXCLUSIVE:
+        if o["flags"] & NR_EXCLUSIVE:
             raise NetmapError(errno.EBUSY, f"{spec.spec}: {what} is in exclusive use by pid "
                               f"{o['pid']}")
+        if flags & NR_EXCLUSIVE:
+            raise NetmapError(errno.EBUSY, f"{spec.spec}: cannot take {what} exclusively: "
+                              f"pid {o['pid']} uses it")
 
 
 def open_port(cls: type[Adapter], spec: PortSpec, conf: dict, extra_bufs: int, flags: int,
