@@ -69,7 +69,12 @@ def _close_at_exit() -> None:
 
 
 class Port:
-    """A netmap port opened by :func:`pynetmap.open`; a context manager."""
+    """A netmap port opened by :func:`pynetmap.open`; a context manager.
+
+    One thread at a time syncs a port's rings and waits on it (netmap's kernel
+    refuses a second concurrent sync of a ring; nothing here checks it), and
+    the port belongs to the process that opened it (see the README's *Faults*).
+    """
 
     def __init__(self, spec: PortSpec, region: R.Region, nifp_ofs: int, flags: int,
                  tx_rings: list[Ring], rx_rings: list[Ring], adapter: Adapter) -> None:
