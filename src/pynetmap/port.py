@@ -22,7 +22,7 @@ from . import region as R
 from .adapter import PortInfo
 from .constants import NR_NO_TX_POLL
 from .errors import NetmapError
-from .kring import HWCUR, SlotError
+from .kring import HWCUR, KICKS, SlotError
 from .names import PortSpec
 from .objects import walk_list
 from .ring import Ring
@@ -186,7 +186,7 @@ class Port:
             if not idle and self._doorbell and k.hdr[L.RW_HEAD] == k.w[HWCUR]:
                 continue
             why = k.txsync()
-            if drain:
+            if drain and k.w[KICKS] != k.seen_kicks:  # the usual answer: nobody rang
                 k.take_kicks()
             if why is not None:
                 errors.append(f"{self.name} tx ring {k.ringid}: {why}")
@@ -201,7 +201,7 @@ class Port:
         now = time.time_ns()
         for k in self._rx_k:
             why = k.rxsync(now)
-            if drain:
+            if drain and k.w[KICKS] != k.seen_kicks:
                 k.take_kicks()
             if why is not None:
                 errors.append(f"{self.name} rx ring {k.ringid}: {why}")
