@@ -258,6 +258,30 @@ def test_nic_queue_monitors(veth: netns.VethPair) -> None:
 
 # -- across processes: pkt-gen as a capture tool ---------------------------------------------
 
+def test_a_closed_monitor_leaves_its_ports_region_unmapped() -> None:
+    """Opening a copy monitor maps the watched port's region to count monitors on its
+    rings; once the monitor is closed nothing of that region stays mapped here.  It
+    used to stay until exit, which then printed "BufferError: cannot close exported
+    pointers exist"."""
+    from pynetmap import region as R
+
+    name = f"mu{os.getpid()}"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import pynetmap, time\n"
+                               f"p = pynetmap.open('netmap:{name}{{0')\n"
+                               "print('open', flush=True)\n"
+                               "time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        before = set(R._cache)
+        mon = pynetmap.open(f"netmap:{name}{{0/r")
+        mon.close()
+        assert set(R._cache) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def _wait_monitor(prefix: str, timeout: float = 60) -> None:
     from pynetmap.registry import transaction
 

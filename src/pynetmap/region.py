@@ -34,7 +34,7 @@ import numpy as np
 
 from . import osl
 from .errors import NetmapError
-from .registry import State, shm_prefix, thread_lock, undo
+from .registry import State, shm_prefix, thread_lock, tidy, undo
 
 PAGE = max(mmap.PAGESIZE, 4096)
 MAGIC = b"PYNETMAP"
@@ -245,7 +245,9 @@ def attach(state: State, mem_id: int) -> Region:
     if region is None or region.name.lstrip("/") != rec["shm"]:
         region = Region.from_shm(osl.shm_attach(rec["shm"]))
         _cache[mem_id] = region
-        undo(lambda: _forget(region))
+        # unmapped at the transaction's end unless a port of ours holds it by then
+        # (one mapped only to look at its rings, or for an open that failed)
+        tidy(lambda: _forget(region))
     return region
 
 

@@ -34,6 +34,8 @@ State = dict[str, Any]
 thread_lock = threading.RLock()
 #: per open transaction (innermost last): what to undo if it fails
 _journals: list[list[Callable[[], None]]] = []
+#: per open transaction: what to run when the outermost one ends, whatever its outcome
+_tidies: list[list[Callable[[], None]]] = []
 
 
 def rundir() -> str:
@@ -49,6 +51,16 @@ def shm_prefix() -> str:
     """Prefix of this registry's shared-memory names (short: macOS allows 31 chars)."""
     digest = hashlib.sha1(os.path.abspath(rundir()).encode()).hexdigest()[:8]
     return f"pynm{osl.user_tag()[:8]}_{digest}_"
+
+
+def tidy(fn: Callable[[], None]) -> None:
+    """Have ``fn`` run when the outermost transaction ends, committed or not: for
+    what a transaction took only to look (a region mapped for its bookkeeping,
+    which no port of this process holds afterwards).  Outside one: at once."""
+    if _tidies:
+        _tidies[-1].append(fn)
+    else:
+        fn()
 
 
 def undo(fn: Callable[[], None]) -> None:
@@ -88,27 +100,37 @@ def transaction() -> Iterator[State]:
     """
     d = rundir()
     with thread_lock, osl.locked(os.path.join(d, "lock")):
-        path = os.path.join(d, "registry.json")
-        state = _load(path)
-        swept = sweep(state)
-        # A pair freed by the sweep must not be found by this transaction.  Its
-        # segments are unlinked now, so the file must say so now: a body that
-        # then fails leaves the registry as it was after the sweep, not before.
-        if collect(state) or swept:
-            _save(path, state)
-        state["swept"] = swept
-        _journals.append([])
+        _tidies.append([])
         try:
-            yield state
-        except BaseException:
-            for fn in reversed(_journals.pop()):
-                with contextlib.suppress(Exception):
-                    fn()
-            raise
-        _journals.pop()
-        del state["swept"]
-        collect(state)
-        _save(path, state)
+            path = os.path.join(d, "registry.json")
+            state = _load(path)
+            swept = sweep(state)
+            # A pair freed by the sweep must not be found by this transaction.  Its
+            # segments are unlinked now, so the file must say so now: a body that
+            # then fails leaves the registry as it was after the sweep, not before.
+            if collect(state) or swept:
+                _save(path, state)
+            state["swept"] = swept
+            _journals.append([])
+            try:
+                yield state
+            except BaseException:
+                for fn in reversed(_journals.pop()):
+                    with contextlib.suppress(Exception):
+                        fn()
+                raise
+            _journals.pop()
+            del state["swept"]
+            collect(state)
+            _save(path, state)
+        finally:
+            fns = _tidies.pop()
+            if _tidies:
+                _tidies[-1].extend(fns)  # the enclosing transaction may still use them
+            else:
+                for fn in fns:
+                    with contextlib.suppress(Exception):
+                        fn()
 
 
 def opens_of(record: dict) -> Iterator[tuple[str, dict]]:
