@@ -47,6 +47,7 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -151,6 +152,20 @@ def read_until(proc: subprocess.Popen, stream, marker: bytes, timeout: float) ->
             break
         got += chunk
     return got
+
+
+@contextlib.contextmanager
+def held_elsewhere(name: str) -> Iterator[subprocess.Popen]:
+    """A child process that holds port ``name`` open for the block, then is SIGKILLed."""
+    child = spawn("import pynetmap, time\n"
+                  f"port = pynetmap.open({name!r})\n"
+                  "print('open', flush=True)\n"
+                  "time.sleep(60)\n")
+    try:
+        assert b"open" in read_until(child, child.stdout, b"open", 20)
+        yield child
+    finally:
+        stop(child)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -579,14 +594,8 @@ def test_refused_open_after_a_crash_does_not_wedge_the_registry():
     unlinks its region): the registry must say so even though the open is rolled
     back, or every later sweep trips over the missing region."""
     p = uniq()
-    child = spawn("import pynetmap, sys, time\n"
-                  f"port = pynetmap.open('netmap:{p}{{1')\n"
-                  "print('open', flush=True)\n"
-                  "time.sleep(60)\n")
-    try:
-        assert b"open" in read_until(child, child.stdout, b"open", 20)
-    finally:
-        stop(child)  # SIGKILL: the pipe stays registered until a sweep
+    with held_elsewhere(f"netmap:{p}{{1") as child:
+        pass  # SIGKILLed here: the pipe stays registered until a sweep
     with pytest.raises(pynetmap.NetmapError) as e:
         pynetmap.open(f"netmap:{p}x{{0-3")  # no ring 3: refused after the sweep
     assert e.value.errno == errno.EINVAL
@@ -605,14 +614,8 @@ def test_a_dead_holders_region_removed_by_hand_is_forgotten():
     p = uniq()
     sweep()
     before = our_segments()
-    child = spawn("import pynetmap, sys, time\n"
-                  f"port = pynetmap.open('netmap:{p}{{1')\n"
-                  "print('open', flush=True)\n"
-                  "time.sleep(60)\n")
-    try:
-        assert b"open" in read_until(child, child.stdout, b"open", 20)
-    finally:
-        stop(child)
+    with held_elsewhere(f"netmap:{p}{{1") as child:
+        pass
     for name in our_segments() - before:
         os.unlink(os.path.join(SHM, name))
     with pynetmap.open(f"netmap:{p}y{{0"):
@@ -640,20 +643,15 @@ def test_threads_opening_and_closing_on_one_region_never_find_it_unmapped():
                 errors.append(f"{type(e).__name__}: {e}")
 
     # another process keeps the region registered, so this process maps and unmaps it
-    keeper = spawn("import pynetmap, time\n"
-                   f"port = pynetmap.open('netmap:{p}{{0')\n"
-                   "print('open', flush=True)\n"
-                   "time.sleep(60)\n")
     try:
-        assert b"open" in read_until(keeper, keeper.stdout, b"open", 20)
-        threads = [threading.Thread(target=work, args=(n,)) for n in (1, 2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        with held_elsewhere(f"netmap:{p}{{0"):
+            threads = [threading.Thread(target=work, args=(n,)) for n in (1, 2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
     finally:
         sys.setswitchinterval(old)
-        stop(keeper)
     assert errors == []
     sweep()
     assert registered(p)[0] == []
