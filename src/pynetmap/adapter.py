@@ -34,6 +34,8 @@ instance (data)        one per open port, in the process that opened it
 ``info()``             engine, mode, frame limit, MAC, MTU (:class:`PortInfo`)
 ``fileno/wait``        for kernel-backed ports: what ``poll`` sleeps on instead of
                        the doorbell (``doorbell = False``)
+``idle_txsync``        ``poll`` syncs TX rings with nothing submitted too (a NIC's
+                       engines send leftovers only when a sync kicks them)
 =====================  ==========================================================
 
 A kernel that runs the ring protocol itself (native ``/dev/netmap``) sets
@@ -101,6 +103,10 @@ class Adapter:
     #: seconds a wait for TX room may last before syncing again (ports whose
     #: completions wake nobody); None: the peer's doorbell wakes us
     tx_resync_s: ClassVar[float | None] = None
+    #: True: ``poll`` syncs a TX ring even with nothing submitted (a kernel engine
+    #: sends what the device could not take yet only when a sync kicks it again);
+    #: False: as netmap's poll, only rings with slots submitted, unless for POLLOUT
+    idle_txsync: ClassVar[bool] = False
 
     # -- control path (class-level, under the registry lock) ------------------------------
     @classmethod

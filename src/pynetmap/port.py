@@ -172,18 +172,18 @@ class Port:
             raise RingError(22, "; ".join(errors))
 
     def _txsync(self, idle: bool = True, drain: bool = False) -> list[str]:
-        """Sync the TX rings; ``idle=False`` skips, on software ports, those with
-        nothing submitted (``head == hwcur``), as netmap's poll flushes only rings
-        with work.  A NIC port's rings are always synced: its socket engines send
-        what the device could not take yet only when a sync kicks them again.
-        ``drain`` (poll) also takes the wake-ups the syncs find sent."""
+        """Sync the TX rings; ``idle=False`` skips those with nothing submitted
+        (``head == hwcur``), as netmap's poll flushes only rings with work, unless
+        the adapter needs every sync (``Adapter.idle_txsync``: a NIC's socket
+        engines).  ``drain`` (poll) also takes the wake-ups the syncs find sent."""
         if self.closed:
             self._check_open()
         if self._kernel:
             return self.adapter.kernel_txsync()
         errors = []
+        idle = idle or self.adapter.idle_txsync
         for k in self._tx_k:
-            if not idle and self._doorbell and k.hdr[L.RW_HEAD] == k.w[HWCUR]:
+            if not idle and k.hdr[L.RW_HEAD] == k.w[HWCUR]:
                 continue
             why = k.txsync()
             if drain and k.w[KICKS] != k.seen_kicks:  # the usual answer: nobody rang

@@ -269,6 +269,7 @@ class NicAdapter(Adapter):
     ring_word = "queue"
     doorbell = False
     tx_resync_s = TX_RESYNC_S
+    idle_txsync = True
 
     @classmethod
     def takes(cls, spec: PortSpec) -> bool:
